@@ -1,0 +1,1 @@
+"""Synthetic multi-site BraTS-layout cohort: anatomy, tumour, MR signal equations, site protocols."""

@@ -1,0 +1,1 @@
+"""BraTS-layout discovery, validation, preprocessing, caching and torch datasets."""

@@ -1,0 +1,131 @@
+"""Check a BraTS-layout root before any stage reads it, reporting *every* problem at once.
+
+A real BraTS download can hold a missing or duplicated modality, a truncated ``.nii.gz``, a 4D
+image, NaNs, modalities of different shapes or affines, an empty split, or a subject that leaked
+into two splits of one domain. Each is reported as one line naming the file and what was expected.
+T1 is required on the source domain (``domain1_*``); elsewhere a subject without T1 is unlabeled,
+which is what the target site of domain adaptation looks like, and is not a problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from uda3d.data.layout import INPUT_MODALITIES, TARGET_MODALITY, Subject, discover
+from uda3d.errors import DataError
+from uda3d.io.nifti import load_volume
+
+SOURCE_DOMAIN = "domain1"
+SEG_LABELS = {0, 1, 2, 3, 4}  # BraTS 2019-21 use 0/1/2/4; BraTS 2023 uses 3 for enhancing
+AFFINE_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong, tied to the file or folder it concerns."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """What ``validate_root`` found: subjects per split, problems, and the unlabeled subjects."""
+
+    root: str
+    splits: dict[str, list[Subject]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        for name, subjects in self.splits.items():
+            labeled = sum(s.has_target for s in subjects)
+            lines.append(f"{name}: {len(subjects)} subjects ({labeled} with T1)")
+        return lines
+
+
+def required_modalities(subject: Subject) -> tuple[str, ...]:
+    """Inputs are always needed; T1 only on the source domain, where the backbone learns from it."""
+    if subject.domain == SOURCE_DOMAIN:
+        return INPUT_MODALITIES + (TARGET_MODALITY,)
+    return INPUT_MODALITIES
+
+
+def validate_subject(subject: Subject) -> list[Problem]:
+    """Every problem of one subject: missing/duplicate modality, unreadable file, shape/affine mismatch."""
+    problems: list[Problem] = []
+    for modality in required_modalities(subject):
+        if modality not in subject.files:
+            problems.append(Problem(str(subject.folder),
+                                    f"missing modality {modality!r}; expected a file named *_{modality}.nii.gz"))
+    for modality, paths in subject.duplicates.items():
+        names = ", ".join(p.name for p in paths)
+        problems.append(Problem(str(subject.folder), f"several files for modality {modality!r}: {names}"))
+
+    reference = None
+    for modality, path in subject.files.items():
+        try:
+            volume = load_volume(path)
+        except DataError as exc:
+            problems.append(Problem(exc.path, exc.problem))
+            continue
+        if modality == "seg":
+            labels = set(np.unique(volume.data).tolist())
+            if not labels <= SEG_LABELS:
+                problems.append(Problem(str(path), f"label values {sorted(labels - SEG_LABELS)} are not BraTS "
+                                                   f"labels; expected a subset of {sorted(SEG_LABELS)}"))
+        elif not np.any(volume.data):
+            problems.append(Problem(str(path), "image is empty (every voxel is 0)"))
+        if reference is None:
+            reference = volume
+            continue
+        if volume.shape != reference.shape:
+            problems.append(Problem(str(path), f"shape {volume.shape} differs from {Path(reference.path).name} "
+                                               f"shape {reference.shape}; expected co-registered modalities"))
+        elif not np.allclose(volume.affine, reference.affine, atol=AFFINE_TOLERANCE):
+            problems.append(Problem(str(path), f"affine differs from {Path(reference.path).name}; "
+                                               "expected co-registered modalities"))
+    return problems
+
+
+def leaked_subjects(splits: dict[str, list[Subject]]) -> list[Problem]:
+    """Subjects that appear in two splits of the same domain (train/test leakage)."""
+    seen: dict[tuple[str, str], Subject] = {}
+    problems = []
+    for subjects in splits.values():
+        for s in subjects:
+            key = (s.domain, s.id)
+            if key in seen:
+                problems.append(Problem(str(s.folder), f"subject also in {seen[key].split}; "
+                                                       "expected each subject in one split of its domain"))
+            else:
+                seen[key] = s
+    return problems
+
+
+def validate_root(root: str | Path, splits: Iterable[str] | None = None,
+                  progress: bool = False) -> ValidationReport:
+    """Validate every subject of a BraTS-layout root (or of ``splits``)."""
+    from tqdm.auto import tqdm
+
+    found = discover(root, tuple(splits) if splits is not None else None)
+    report = ValidationReport(root=str(root), splits=found)
+    for name, subjects in found.items():
+        if not subjects:
+            report.problems.append(Problem(str(Path(root) / name), "split is empty; expected subject folders"))
+    everyone = [s for subjects in found.values() for s in subjects]
+    for subject in tqdm(everyone, desc="validate", unit="subject", disable=not progress):
+        report.problems.extend(validate_subject(subject))
+    report.problems.extend(leaked_subjects(found))
+    return report

@@ -1,0 +1,1 @@
+"""File input/output: NIfTI volumes and atomic writes."""

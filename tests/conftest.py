@@ -1,0 +1,29 @@
+"""Shared fixtures: one tiny synthetic cohort per session, and mutable copies of it per test."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from uda3d.cohort.generate import generate_cohort
+
+from tests.helpers import TINY
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """A read-only 2-site cohort at 32^3 (4 subjects per site: 2 train, 1 val, 1 test)."""
+    root = tmp_path_factory.mktemp("cohort") / "root"
+    generate_cohort(root, TINY, progress=False)
+    return root
+
+
+@pytest.fixture
+def cohort_copy(tiny_cohort, tmp_path) -> Path:
+    """A private copy of the tiny cohort that a test may break."""
+    dst = tmp_path / "root"
+    shutil.copytree(tiny_cohort, dst)
+    return dst
+
