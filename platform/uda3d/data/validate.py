@@ -81,7 +81,10 @@ def validate_subject(subject: Subject) -> list[Problem]:
             problems.append(Problem(exc.path, exc.problem))
             continue
         if modality == "seg":
-            labels = set(np.unique(volume.data).tolist())
+            values = np.unique(volume.data)
+            if not np.array_equal(values, np.round(values)):
+                problems.append(Problem(str(path), "label map holds non-integer values; expected BraTS labels"))
+            labels = {int(v) for v in np.round(values)}
             if not labels <= SEG_LABELS:
                 problems.append(Problem(str(path), f"label values {sorted(labels - SEG_LABELS)} are not BraTS "
                                                    f"labels; expected a subset of {sorted(SEG_LABELS)}"))

@@ -1,0 +1,121 @@
+"""The ``uda3d`` command line: help, one-line errors with exit code 2, and each command end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from uda3d.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ["cohort", "validate-data", "preprocess", "demo"]
+
+
+def _subcommands() -> list[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return list(action.choices)
+
+
+def test_help_lists_every_command_through_the_console_script():
+    exe = shutil.which("uda3d", path=str(Path(sys.executable).parent))
+    assert exe, "the uda3d console script is not installed beside this Python"
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for name in _subcommands():
+        assert re.search(rf"^\s+{re.escape(name)}\b", result.stdout, re.M), name
+    assert set(COMMANDS) <= set(_subcommands())
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: uda3d {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["cohort", "OUT", "--subjects-per-site", "0"], "argument --subjects-per-site: expected a positive integer, got '0'"),
+    (["cohort", "OUT", "--seed", "minus"], "argument --seed: expected a non-negative integer, got 'minus'"),
+    (["cohort", "OUT", "--shape", "64", "64"], "argument --shape"),
+    (["preprocess", "ROOT"], "--cache-dir"),
+    (["preprocess", "ROOT", "--cache-dir", "C", "--normalisation", "zscore"], "argument --normalisation"),
+    (["nonsense"], "invalid choice: 'nonsense'"),
+])
+def test_bad_cli_values_are_one_line_and_exit_2(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--sites", "site-a", "mars"], "--sites: unknown site 'mars'; expected one of ['site-a', 'site-b', 'site-c']"),
+    (["--subjects-per-site", "2"], "--subjects-per-site: need at least 3"),
+    (["--shape", "8", "64", "64"], "--shape: expected 3 sizes >= 16"),
+])
+def test_bad_cohort_values_exit_2_and_write_nothing(argv, needle, capsys, tmp_path):
+    code = main(["cohort", str(tmp_path / "out"), "--quiet", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cohort_then_preprocess(tmp_path, capsys):
+    root = tmp_path / "root"
+    assert main(["cohort", str(root), "--subjects-per-site", "3", "--shape", "24", "24", "24", "--seed", "3",
+                 "--sites", "site-a", "site-c", "--quiet"]) == 0
+    summary = json.loads((root / "cohort.json").read_text())
+    assert summary["domains"] == {"domain1": "site-a", "domain2": "site-c"}
+    code = main(["cohort", str(root), "--subjects-per-site", "3", "--shape", "24", "24", "24", "--quiet"])
+    assert code == 2 and "already exists" in capsys.readouterr().err
+    assert main(["preprocess", str(root), "--cache-dir", str(tmp_path / "cache"), "--quiet",
+                 "--crop-shape", "16", "16", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "domain2_test: 1 subjects (1 with T1), input (2, 16, 16, 16)" in out
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 6
+
+
+def test_preprocess_bad_crop_shape(tmp_path, capsys):
+    code = main(["preprocess", str(tmp_path), "--cache-dir", str(tmp_path / "c"), "--crop-shape", "20", "24", "24"])
+    assert code == 2 and "shape: expected 3 multiples of 8" in capsys.readouterr().err
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    with pytest.raises(ValueError, match="no split folders"):
+        main(["--debug", "validate-data", str(tmp_path)])
+
+
+def test_demo_runs_every_stage(tmp_path, capsys):
+    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
+                 "--shape", "24", "24", "24", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/3] cohort" in out and "[2/3] validate-data" in out and "[3/3] preprocess" in out
+    assert re.search(r"load time: [\d.]+ s decoding, [\d.]+ s from cache", out)
+    assert (tmp_path / "demo" / "cohort" / "cohort.json").is_file()
+
+
+def _readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- setup-commands -->\s*```(?:bash|sh)?\n(.*?)```", text, re.S)
+    assert block, "README.md lacks the set-up block"
+    return [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
+    commands = _readme_commands()
+    assert len(commands) == 2
+    demo, tests = commands
+    assert "torch==2.13.0" in demo and "uda3d demo" in demo
+    assert "torch==2.13.0" in tests and "pytest" in tests
+    assert tests in (REPO / ".ci" / "run").read_text()
