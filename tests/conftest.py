@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from uda3d.cohort.generate import generate_cohort
-
 from tests.helpers import TINY
+from uda3d.cohort.generate import generate_cohort
 
 
 @pytest.fixture(scope="session")

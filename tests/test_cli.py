@@ -42,7 +42,8 @@ def test_every_command_has_help(name, capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["cohort", "OUT", "--subjects-per-site", "0"], "argument --subjects-per-site: expected a positive integer, got '0'"),
+    (["cohort", "OUT", "--subjects-per-site", "0"],
+     "argument --subjects-per-site: expected a positive integer, got '0'"),
     (["cohort", "OUT", "--seed", "minus"], "argument --seed: expected a non-negative integer, got 'minus'"),
     (["cohort", "OUT", "--shape", "64", "64"], "argument --shape"),
     (["preprocess", "ROOT"], "--cache-dir"),

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.helpers import TINY
 from uda3d.cohort import generate as gen
 from uda3d.cohort.anatomy import grid_affine
 from uda3d.cohort.generate import CohortConfig, generate_cohort, render_subject, split_counts
@@ -17,8 +18,6 @@ from uda3d.data.layout import discover
 from uda3d.data.stats import intensity_signature, site_separation
 from uda3d.errors import ConfigError, DataError
 from uda3d.io.nifti import load_volume
-
-from tests.helpers import TINY
 
 
 def _digests(root: Path) -> dict[str, str]:

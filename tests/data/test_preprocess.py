@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import modality_file, subject_dir
 from uda3d.config import PreprocessConfig
 from uda3d.data.datasets import paired_dataset, unpaired_dataset
 from uda3d.data.layout import discover, scan_subject
 from uda3d.data.preprocess import load_subject, preprocess_subject
 from uda3d.data.transforms import reorient
 from uda3d.errors import ConfigError, DataError
-
-from tests.helpers import modality_file, subject_dir
 
 CONFIG = PreprocessConfig()
 

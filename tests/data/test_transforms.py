@@ -13,8 +13,8 @@ from uda3d.data.transforms import (
     minmax_normalise,
     percentile_normalise,
     reorient,
-    undo_reorient,
     uncrop,
+    undo_reorient,
 )
 
 BRATS_AFFINE = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # LPS

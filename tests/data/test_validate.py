@@ -8,11 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.helpers import modality_file, subject_dir
 from uda3d.cli import main
 from uda3d.data.layout import discover, modality_of
 from uda3d.data.validate import validate_root
-
-from tests.helpers import modality_file, subject_dir
 
 
 def _run(capsys, *argv):

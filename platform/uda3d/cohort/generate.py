@@ -19,8 +19,8 @@ import numpy as np
 
 from uda3d.cohort.anatomy import grid_affine, subject_tissue_maps
 from uda3d.cohort.render import render_modalities
-from uda3d.cohort.sites import MODALITIES, SITES, get_site
 from uda3d.cohort.signal import TISSUES
+from uda3d.cohort.sites import MODALITIES, SITES, get_site
 from uda3d.cohort.tumour import BRATS_LABELS, tumour_labels
 from uda3d.errors import ConfigError
 from uda3d.io.atomic import atomic_dir, atomic_file

@@ -28,7 +28,7 @@ from uda3d.data.transforms import (
 )
 from uda3d.errors import DataError
 from uda3d.io.atomic import atomic_file
-from uda3d.io.nifti import load_volume
+from uda3d.io.nifti import grid_mismatch, load_volume
 
 CACHE_VERSION = 1
 
@@ -63,12 +63,9 @@ def preprocess_subject(subject: Subject, config: PreprocessConfig) -> Preprocess
     volumes = [load_volume(subject.files[m]) for m in names]
     reference = volumes[0]
     for volume in volumes[1:]:
-        if volume.shape != reference.shape:
-            raise DataError(volume.path, f"shape {volume.shape} differs from {Path(reference.path).name} shape "
-                                         f"{reference.shape}; expected co-registered modalities")
-        if not np.allclose(volume.affine, reference.affine, atol=1e-3):
-            raise DataError(volume.path, f"affine differs from {Path(reference.path).name}; "
-                                         "expected co-registered modalities")
+        mismatch = grid_mismatch(volume, reference)
+        if mismatch:
+            raise DataError(volume.path, mismatch)
     oriented = [reorient(v.data, v.affine, config.orientation)[0] for v in volumes]
     brain = np.zeros(oriented[0].shape, dtype=bool)
     for array in oriented[: len(INPUT_MODALITIES)]:

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uda3d.errors import DataError
-
 METHOD_CROP_RATIOS = (144 / 155, 192 / 240, 192 / 240)  # IPL axes, METHOD.md section 1
 SHAPE_MULTIPLE = 8
 
@@ -123,12 +121,3 @@ def percentile_normalise(volume: np.ndarray, low: float = 1.0, high: float = 99.
         return np.zeros_like(volume, dtype=np.float32)
     return np.clip((volume - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
-
-def check_same_grid(shapes: dict[str, tuple[int, ...]]) -> None:
-    """Raise ``DataError`` naming the first file whose shape differs from the others."""
-    items = list(shapes.items())
-    ref_path, ref_shape = items[0]
-    for path, shape in items[1:]:
-        if shape != ref_shape:
-            raise DataError(path, f"shape {shape} differs from {ref_path} shape {ref_shape}; "
-                                  "expected co-registered modalities")

@@ -17,11 +17,10 @@ import numpy as np
 
 from uda3d.data.layout import INPUT_MODALITIES, TARGET_MODALITY, Subject, discover
 from uda3d.errors import DataError
-from uda3d.io.nifti import load_volume
+from uda3d.io.nifti import grid_mismatch, load_volume
 
 SOURCE_DOMAIN = "domain1"
 SEG_LABELS = {0, 1, 2, 3, 4}  # BraTS 2019-21 use 0/1/2/4; BraTS 2023 uses 3 for enhancing
-AFFINE_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -93,12 +92,9 @@ def validate_subject(subject: Subject) -> list[Problem]:
         if reference is None:
             reference = volume
             continue
-        if volume.shape != reference.shape:
-            problems.append(Problem(str(path), f"shape {volume.shape} differs from {Path(reference.path).name} "
-                                               f"shape {reference.shape}; expected co-registered modalities"))
-        elif not np.allclose(volume.affine, reference.affine, atol=AFFINE_TOLERANCE):
-            problems.append(Problem(str(path), f"affine differs from {Path(reference.path).name}; "
-                                               "expected co-registered modalities"))
+        mismatch = grid_mismatch(volume, reference)
+        if mismatch:
+            problems.append(Problem(str(path), mismatch))
     return problems
 
 

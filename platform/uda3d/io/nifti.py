@@ -75,6 +75,20 @@ def load_volume(path: str | Path, check_finite: bool = True) -> Volume:
     return Volume(data=data, affine=affine, path=str(path))
 
 
+AFFINE_TOLERANCE = 1e-3
+
+
+def grid_mismatch(volume: Volume, reference: Volume) -> str | None:
+    """Why ``volume`` is not on ``reference``'s voxel grid (shape, then affine), or None if it is."""
+    ref_name = Path(reference.path).name
+    if volume.shape != reference.shape:
+        return (f"shape {volume.shape} differs from {ref_name} shape {reference.shape}; "
+                "expected co-registered modalities")
+    if not np.allclose(volume.affine, reference.affine, atol=AFFINE_TOLERANCE):
+        return f"affine differs from {ref_name}; expected co-registered modalities"
+    return None
+
+
 def save_volume(
     path: str | Path, data: np.ndarray, affine: np.ndarray, dtype: np.dtype | type = np.float32,
     header=None,
