@@ -14,7 +14,7 @@ import pytest
 from uda3d.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["cohort", "validate-data", "preprocess", "demo"]
+COMMANDS = ["cohort", "ingest-brats", "validate-data", "preprocess", "demo"]
 
 
 def _subcommands() -> list[str]:

@@ -88,6 +88,17 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT
 
 
+def cmd_ingest_brats(args: argparse.Namespace) -> int:
+    from uda3d.data.ingest import IngestConfig, ingest_brats
+
+    config = IngestConfig(source=args.source, target=args.target, fractions=tuple(args.fractions),
+                          seed=args.seed, copy=args.copy)
+    membership = ingest_brats(args.src, args.out, config, mapping=args.mapping, overwrite=args.overwrite)
+    for split, ids in membership.items():
+        print(f"{split}: {len(ids)} subjects")
+    return 0
+
+
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from uda3d.data.prepare import preprocess_root
 
@@ -132,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grid size over BraTS's 240x240x155 mm field of view (240 240 155 = 1 mm)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output root")
+
+    p = add("ingest-brats", cmd_ingest_brats,
+            "arrange a BraTS download into domain1_* (source site) and domain2_* (target site) splits")
+    p.add_argument("src", type=Path, help="a BraTS release folder (subject folders anywhere below it)")
+    p.add_argument("out", type=Path, help="the two-site root to create (links to the subject folders)")
+    p.add_argument("--source", default="CBICA", help="institution prefix of the source site (default CBICA)")
+    p.add_argument("--target", default="TCIA", help="institution prefix of the target site (default TCIA)")
+    p.add_argument("--fractions", type=float, nargs=3, default=[0.6, 0.2, 0.2], metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--mapping", type=Path, default=None, help="CSV with columns subject,site for ids without one")
+    p.add_argument("--copy", action="store_true", help="copy the files instead of linking them")
+    p.add_argument("--overwrite", action="store_true")
 
     p = add("validate-data", cmd_validate_data, "check a BraTS-layout root and report every problem (exit 2 if any)")
     p.add_argument("root", type=Path)
