@@ -61,6 +61,44 @@ def _preprocess_config(args: argparse.Namespace):
     return PreprocessConfig(shape=shape, normalisation=args.normalisation)
 
 
+def _add_scaling_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Ray")
+    g.add_argument("--num-workers", type=_positive_int, default=1, help="DDP workers (default 1)")
+    g.add_argument("--use-gpu", action="store_true", help="one GPU per worker")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0)
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractional GPUs per worker (with --use-gpu)")
+    g.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    g.add_argument("--max-failures", type=int, default=0, help="restart failed workers from the last checkpoint")
+
+
+def _scaling_options(args: argparse.Namespace):
+    from uda3d.config import ScalingOptions
+
+    return ScalingOptions(num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
+                          gpus_per_worker=args.gpus_per_worker, address=args.address, max_failures=args.max_failures)
+
+
+def _add_run_options(p: argparse.ArgumentParser, default_name: str) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--dataroot", type=Path, required=True, help="BraTS-layout root")
+    g.add_argument("--workdir", type=Path, default=Path("uda3d-runs"),
+                   help="cache, Ray results and the default MLflow store (sqlite) live here")
+    g.add_argument("--run-name", default=default_name, help=f"Ray/MLflow run name (default {default_name})")
+    g.add_argument("--resume", action="store_true", help="continue the run of this name from its last checkpoint")
+    g.add_argument("--experiment", default="uda3d", help="MLflow experiment")
+    g.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlflow.db)")
+    g.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
+
+
+def _tracking(args: argparse.Namespace):
+    from uda3d.tracking import TrackingConfig, resolve_tracking
+
+    if args.no_tracking:
+        return TrackingConfig(uri=None)
+    return resolve_tracking(args.workdir, args.experiment, args.tracking_uri)
+
+
 # --- handlers -------------------------------------------------------------------------------------
 
 def cmd_cohort(args: argparse.Namespace) -> int:
@@ -106,6 +144,27 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
                                 splits=tuple(args.splits) if args.splits else None, progress=not args.quiet)
     for s in summaries:
         print(f"{s.split}: {s.subjects} subjects ({s.labeled} with T1), input {s.shape}, {s.seconds:.2f} s")
+    return 0
+
+
+def cmd_train_backbone(args: argparse.Namespace) -> int:
+    from uda3d.config import BackboneConfig
+    from uda3d.training.backbone_run import BackboneRun, run_backbone
+
+    backbone = BackboneConfig(generator=args.generator, ngf=args.ngf, ndf=args.ndf, n_layers_d=args.n_layers_d,
+                              lr=args.lr, epochs=args.epochs, epochs_decay=args.epochs_decay,
+                              grad_accum=args.grad_accum, amp=args.amp, augment=not args.no_augment,
+                              seed=args.seed)
+    run = BackboneRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone=backbone,
+                      preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
+                      source_domain=args.source_domain, run_name=args.run_name, resume=args.resume,
+                      progress=not args.quiet)
+    result = run_backbone(run)
+    shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_") or k == "epoch"}
+    print(f"backbone checkpoint: {result.checkpoint}")
+    print(f"final metrics: {shown}")
+    if result.mlflow_run_id:
+        print(f"MLflow run: {result.mlflow_run_id}")
     return 0
 
 
@@ -165,6 +224,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, required=True, help="where preprocessed arrays are cached")
     p.add_argument("--splits", nargs="+", default=None)
     _add_preprocess_options(p)
+
+    p = add("train-backbone", cmd_train_backbone,
+            "train the 3D pix2pix backbone (FLAIR+T2 -> T1) on the source site with Ray Train, tracked in MLflow")
+    _add_run_options(p, "backbone")
+    p.add_argument("--source-domain", default="domain1", help="trains on <domain>_train, validates on <domain>_val")
+    g = p.add_argument_group("model and optimisation (defaults: the method's)")
+    g.add_argument("--generator", choices=["sit", "unet"], default="sit")
+    g.add_argument("--ngf", type=_positive_int, default=64)
+    g.add_argument("--ndf", type=_positive_int, default=64)
+    g.add_argument("--n-layers-d", type=_positive_int, default=1)
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--epochs", type=_non_negative_int, default=50, help="epochs at constant lr")
+    g.add_argument("--epochs-decay", type=_non_negative_int, default=70, help="then epochs of linear decay to 0")
+    g.add_argument("--grad-accum", type=_positive_int, default=1)
+    g.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16, or fp16 + scaler)")
+    g.add_argument("--no-augment", action="store_true", help="turn off the method's rot/flip/jitter augmentation")
+    g.add_argument("--seed", type=_non_negative_int, default=0)
+    _add_preprocess_options(p)
+    _add_scaling_options(p)
 
     p = add("demo", cmd_demo, "synthetic cohort + every stage built so far, on CPU, no download")
     p.add_argument("--workdir", type=Path, default=Path("uda3d-demo"))

@@ -72,3 +72,90 @@ def _is_instance(value: Any, expected: type) -> bool:
     if expected is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, expected)
+
+
+GENERATORS = ("sit", "unet")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """The supervised 3D pix2pix stage (METHOD.md section 1); defaults are the method's.
+
+    Attributes:
+        generator: ``sit`` (the method's) or ``unet`` (MONAI 3D U-Net).
+        ngf, ndf: generator / discriminator width (64 in the method).
+        n_layers_d: discriminator downsampling stages (``n_layers_D``, 1 in the method).
+        lr, beta1: Adam learning rate and beta1 for both networks (1e-4, 0.5).
+        lambda_l1, lambda_fm: weights of L1 and feature matching (100, 1.5).
+        epochs, epochs_decay: constant-lr epochs, then linear decay to 0 (50 + 70 in the method).
+        grad_accum: optimiser step every this many volumes (batch size is 1 volume).
+        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a scaler); ignored on CPU.
+        augment: the method's rot90/flip of input and target plus brightness/contrast jitter of inputs.
+        seed: seeds weights, data order and augmentation.
+    """
+
+    generator: str = "sit"
+    ngf: int = 64
+    ndf: int = 64
+    n_layers_d: int = 1
+    lr: float = 1e-4
+    beta1: float = 0.5
+    lambda_l1: float = 100.0
+    lambda_fm: float = 1.5
+    epochs: int = 50
+    epochs_decay: int = 70
+    grad_accum: int = 1
+    amp: bool = False
+    augment: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.generator not in GENERATORS:
+            raise ConfigError("generator", f"expected one of {list(GENERATORS)}, got {self.generator!r}")
+        for name in ("ngf", "ndf", "n_layers_d", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"expected a positive integer, got {getattr(self, name)}")
+        if not 0 < self.lr < 1:
+            raise ConfigError("lr", f"expected 0 < lr < 1, got {self.lr}")
+        if not 0 <= self.beta1 < 1:
+            raise ConfigError("beta1", f"expected 0 <= beta1 < 1, got {self.beta1}")
+        if self.lambda_l1 < 0 or self.lambda_fm < 0:
+            raise ConfigError("lambda_l1/lambda_fm", "expected non-negative weights")
+        if self.epochs < 0 or self.epochs_decay < 0 or self.epochs + self.epochs_decay < 1:
+            raise ConfigError("epochs", f"expected epochs + epochs_decay >= 1, got {self.epochs} + {self.epochs_decay}")
+        if self.seed < 0:
+            raise ConfigError("seed", f"expected a non-negative integer, got {self.seed}")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.epochs_decay
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingOptions:
+    """How many Ray Train workers, with what resources, on which cluster.
+
+    Attributes:
+        num_workers: DDP workers (processes).
+        use_gpu: one GPU per worker (or ``gpus_per_worker``).
+        cpus_per_worker, gpus_per_worker: resources each worker reserves.
+        address: Ray cluster address; None starts a local Ray on demand.
+        max_failures: worker-group restarts from the latest checkpoint before the run fails.
+    """
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    address: str | None = None
+    max_failures: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ConfigError("--num-workers", f"expected a positive integer, got {self.num_workers}")
+        if self.cpus_per_worker <= 0:
+            raise ConfigError("--cpus-per-worker", f"expected > 0, got {self.cpus_per_worker}")
+        if self.gpus_per_worker < 0 or (self.gpus_per_worker > 0 and not self.use_gpu):
+            raise ConfigError("--gpus-per-worker", "needs --use-gpu and a value >= 0")
+        if self.max_failures < -1:
+            raise ConfigError("--max-failures", f"expected >= -1 (-1 = retry forever), got {self.max_failures}")

@@ -98,3 +98,16 @@ def discover(root: str | Path, splits: tuple[str, ...] | None = None) -> dict[st
         out[name] = [scan_subject(p, match["domain"], match["phase"])
                      for p in sorted(folders[name].iterdir()) if p.is_dir() and not p.name.startswith(".")]
     return out
+
+
+def fingerprint(splits: dict[str, list[Subject]]) -> str:
+    """A short hash of which files make up these splits (names and sizes): tags a run with its data."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name in sorted(splits):
+        for s in splits[name]:
+            for modality in sorted(s.files):
+                path = s.files[modality]
+                h.update(f"{name}/{s.id}/{path.name}:{path.stat().st_size};".encode())
+    return h.hexdigest()[:12]

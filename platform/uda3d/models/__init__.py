@@ -1,0 +1,1 @@
+"""Networks: the SIT 3D generator, a 3D U-Net alternative, the 3D PatchGAN, the 2D slice VAE."""

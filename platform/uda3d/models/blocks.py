@@ -1,0 +1,66 @@
+"""Building blocks shared by the networks, parameterised by ``spatial_dims`` (2D VAE, 3D GAN).
+
+Convolution + normalisation + activation come from MONAI's ``Convolution`` (one tested block for
+2D and 3D, with the padding/ordering options we need) instead of hand-written ``nn.Sequential``s.
+The anti-aliased (blur) downsampling of the method's discriminator has no MONAI equivalent and is
+written here: a fixed binomial filter applied depthwise with stride 2 (Zhang, "Making convolutional
+networks shift-invariant again", ICML 2019).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uda3d.errors import ConfigError
+
+
+def conv_block(spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+               padding: int | None = None, norm: str | None = "instance", act: str | tuple | None = "relu",
+               transposed: bool = False, output_padding: int | None = None) -> nn.Module:
+    """Conv -> norm -> act as one MONAI ``Convolution`` (InstanceNorm without affine, as the method)."""
+    from monai.networks.blocks import Convolution
+
+    norm_arg = None if norm is None else (norm, {"affine": False}) if norm == "instance" else norm
+    return Convolution(spatial_dims, in_channels, out_channels, strides=stride, kernel_size=kernel_size,
+                       padding=padding, norm=norm_arg, act=act, is_transposed=transposed,
+                       output_padding=output_padding, conv_only=norm is None and act is None, bias=True)
+
+
+def instance_norm(spatial_dims: int, channels: int) -> nn.Module:
+    """InstanceNorm without affine parameters (the method's ``normG`` default)."""
+    return (nn.InstanceNorm3d if spatial_dims == 3 else nn.InstanceNorm2d)(channels, affine=False)
+
+
+def conv_nd(spatial_dims: int) -> type[nn.Module]:
+    return nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+
+
+class BlurDownsample(nn.Module):
+    """Low-pass filter then subsample by 2: a fixed separable [1, 2, 1] / 4 kernel, depthwise."""
+
+    def __init__(self, spatial_dims: int, channels: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = taps
+        for _ in range(spatial_dims - 1):
+            kernel = kernel[..., None] * taps
+        kernel = kernel / kernel.sum()
+        self.register_buffer("kernel", kernel.expand(channels, 1, *kernel.shape).clone(), persistent=False)
+        self.spatial_dims = spatial_dims
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = [1, 1] * self.spatial_dims
+        x = F.pad(x, pad, mode="reflect")
+        conv = F.conv3d if self.spatial_dims == 3 else F.conv2d
+        return conv(x, self.kernel.to(x.dtype), stride=2, groups=self.channels)
+
+
+def check_divisible(shape: tuple[int, ...], factor: int, network: str) -> None:
+    """Raise a clear error when a spatial size cannot pass ``factor``-fold downsampling and back."""
+    bad = [s for s in shape if s % factor]
+    if bad:
+        raise ConfigError("input shape", f"{network} needs every spatial size divisible by {factor}, got "
+                                         f"{tuple(shape)}; crop/pad to multiples of {factor} (--crop-shape)")

@@ -1,0 +1,92 @@
+"""The SIT ("Scout-Identify-Transform") 3D generator the method uses (METHOD.md section 1).
+
+Encoder: three Conv(k4, s2, p1) -> IN -> ReLU stages (C_in -> ngf -> ngf -> ngf), each halving the
+size. Decoder, deepest first: DenseShortcut -> IN -> ReLU -> ConvT(k3, s2, p1, op1); then at each
+upper level concat with the encoder skip, 1x1 conv back to ngf, DenseShortcut(s), ConvT up; the top
+level upsamples to 8 channels; the head is IN -> ReLU -> Conv(k3, 8 -> 1) -> Sigmoid, so outputs
+lie in [0, 1] like the min-max scaled targets. Normalisation is InstanceNorm without affine
+parameters and weights are Kaiming-initialised, as in the method's code. Inputs must be divisible by 8.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from uda3d.models.blocks import check_divisible, conv_block, instance_norm
+
+HEAD_CHANNELS = 8
+DOWNSAMPLING = 8
+
+
+class DenseShortcut(nn.Module):
+    """Three pre-activated (IN -> ReLU -> Conv k3) layers with dense, learnably weighted shortcuts.
+
+    x_{i+1} = conv_i(relu(IN(x_i))) + sum_{j <= i} w_{ij} * x_j, with per-channel weights w_{ij}
+    drawn from N(0, 1) at initialisation (the method's DenseShortcut).
+    """
+
+    def __init__(self, channels: int, layers: int = 3) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(instance_norm(3, channels) for _ in range(layers))
+        self.convs = nn.ModuleList(nn.Conv3d(channels, channels, 3, padding=1) for _ in range(layers))
+        self.weights = nn.ParameterList(nn.Parameter(torch.randn(i + 1, channels)) for i in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states = [x]
+        for norm, conv, w in zip(self.norms, self.convs, self.weights):
+            out = conv(torch.relu(norm(states[-1])))
+            for j, s in enumerate(states):
+                out = out + w[j].view(1, -1, 1, 1, 1) * s
+            states.append(out)
+        return states[-1]
+
+
+def _up(in_ch: int, out_ch: int) -> nn.Module:
+    return conv_block(3, in_ch, out_ch, kernel_size=3, stride=2, padding=1, transposed=True, output_padding=1)
+
+
+def _post(channels: int) -> nn.Sequential:
+    return nn.Sequential(instance_norm(3, channels), nn.ReLU())
+
+
+class SITGenerator(nn.Module):
+    """SIT generator: (B, in_channels, D, H, W) -> (B, out_channels, D, H, W) in [0, 1].
+
+    Args:
+        in_channels: input modalities (2: T2, FLAIR).
+        out_channels: 1 (T1).
+        ngf: channels of every encoder/decoder level (64 in the method).
+    """
+
+    def __init__(self, in_channels: int = 2, out_channels: int = 1, ngf: int = 64) -> None:
+        super().__init__()
+        self.enc1 = conv_block(3, in_channels, ngf, kernel_size=4, stride=2, padding=1)
+        self.enc2 = conv_block(3, ngf, ngf, kernel_size=4, stride=2, padding=1)
+        self.enc3 = conv_block(3, ngf, ngf, kernel_size=4, stride=2, padding=1)
+        self.dec3 = nn.Sequential(DenseShortcut(ngf), _post(ngf), _up(ngf, ngf))
+        self.fuse2 = nn.Conv3d(2 * ngf, ngf, 1)
+        self.dec2 = nn.Sequential(DenseShortcut(ngf), _post(ngf), _up(ngf, ngf))
+        self.fuse1 = nn.Conv3d(2 * ngf, ngf, 1)
+        self.dec1 = nn.Sequential(DenseShortcut(ngf), _post(ngf), DenseShortcut(ngf), _post(ngf),
+                                  _up(ngf, HEAD_CHANNELS))
+        self.head = nn.Sequential(_post(HEAD_CHANNELS), nn.Conv3d(HEAD_CHANNELS, out_channels, 3, padding=1),
+                                  nn.Sigmoid())
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_divisible(tuple(x.shape[2:]), DOWNSAMPLING, "the SIT generator")
+        e1 = self.enc1(x)                                   # (B, ngf, D/2, H/2, W/2)
+        e2 = self.enc2(e1)                                  # (B, ngf, D/4, ...)
+        e3 = self.enc3(e2)                                  # (B, ngf, D/8, ...)
+        d2 = self.dec3(e3)                                  # (B, ngf, D/4, ...)
+        d1 = self.dec2(self.fuse2(torch.cat([d2, e2], 1)))  # (B, ngf, D/2, ...)
+        d0 = self.dec1(self.fuse1(torch.cat([d1, e1], 1)))  # (B, 8, D, H, W)
+        return self.head(d0)                                # (B, out, D, H, W) in [0, 1]

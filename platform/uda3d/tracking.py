@@ -1,0 +1,142 @@
+"""The one place that talks to MLflow: runs, params, metrics, tags and artifacts.
+
+Everything else calls this adapter, so the tracking backend can change (or be switched off, with
+``uri=None``) without touching training code. The default store is a local SQLite file so
+``mlflow ui --backend-store-uri sqlite:///...`` works at once; ``MLFLOW_TRACKING_URI`` overrides it.
+Experiments are created by the driver with an explicit artifact location, or MLflow would put
+artifacts in Ray's temporary session folder (STACK.md).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+ENV_URI = "MLFLOW_TRACKING_URI"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where runs go. ``uri=None`` disables tracking (every call becomes a no-op)."""
+
+    uri: str | None
+    experiment: str = "uda3d"
+    artifact_root: str | None = None
+
+
+def resolve_tracking(workdir: str | Path, experiment: str, uri: str | None = None) -> TrackingConfig:
+    """An explicit ``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<workdir>/mlflow.db``."""
+    workdir = Path(workdir).resolve()
+    uri = uri or os.environ.get(ENV_URI) or f"sqlite:///{workdir / 'mlflow.db'}"
+    artifacts = None if not uri.startswith("sqlite:") else (workdir / "mlartifacts").as_uri()
+    return TrackingConfig(uri=uri, experiment=experiment, artifact_root=artifacts)
+
+
+def ensure_experiment(config: TrackingConfig) -> str | None:
+    """Create the experiment if needed (in the driver) and return its id."""
+    if config.uri is None:
+        return None
+    client = MlflowClient(tracking_uri=config.uri)
+    found = client.get_experiment_by_name(config.experiment)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(config.experiment, artifact_location=config.artifact_root)
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``{"a.b": "value"}`` strings, as MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def git_commit(path: str | Path = ".") -> str:
+    """The checkout's commit, or ``unknown`` outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Tracker:
+    """One MLflow run. Only rank 0 should create a live tracker; others get ``Tracker(None)``."""
+
+    def __init__(self, config: TrackingConfig | None) -> None:
+        self.config = config if config is not None and config.uri else None
+        self.run_id: str | None = None
+        self._client = MlflowClient(tracking_uri=self.config.uri) if self.config else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.config is not None
+
+    def start(self, run_name: str, params: Mapping[str, Any] | None = None,
+              tags: Mapping[str, str] | None = None, run_id: str | None = None) -> str | None:
+        """Start a new run, or continue ``run_id`` (a resumed training keeps its run)."""
+        if not self.enabled:
+            return None
+        if run_id is not None:
+            self.run_id = run_id
+            self._client.update_run(run_id, status="RUNNING")
+        else:
+            exp_id = ensure_experiment(self.config)
+            run = self._client.create_run(exp_id, run_name=run_name, tags=dict(tags or {}))
+            self.run_id = run.info.run_id
+            if params:
+                for key, value in flatten(params).items():
+                    self._client.log_param(self.run_id, key, value[:6000])
+        return self.run_id
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if self.enabled:
+            for k, v in tags.items():
+                self._client.set_tag(self.run_id, k, v)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        if not self.enabled:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            self._client.log_artifacts(self.run_id, str(directory), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.enabled and self.run_id:
+            self._client.set_terminated(self.run_id, status=status)
+
+
+def metric_history(config: TrackingConfig, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric, in logging order."""
+    client = MlflowClient(tracking_uri=config.uri)
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def find_runs(config: TrackingConfig, filter_string: str = "") -> list[Any]:
+    """Runs of the experiment matching an MLflow filter, newest first."""
+    exp_id = ensure_experiment(config)
+    return mlflow.search_runs([exp_id], filter_string=filter_string, output_format="list",
+                              order_by=["attributes.start_time DESC"]) if exp_id else []

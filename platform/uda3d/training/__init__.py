@@ -1,0 +1,1 @@
+"""Training loops (plain PyTorch, testable without Ray) and their Ray Train wrappers."""

@@ -1,0 +1,193 @@
+"""The backbone stage on Ray Train: ``run_backbone`` (driver) and ``backbone_worker`` (each DDP rank).
+
+The driver fills the preprocessing cache once, creates the MLflow experiment, and launches a
+``TorchTrainer`` whose workers wrap the networks with ``prepare_model`` (DDP) and the loader with
+``prepare_data_loader`` (distributed sampler). Every epoch rank 0 writes a checkpoint (networks,
+optimisers, schedulers, scaler, epoch, config, MLflow run id) and ``ray.train.report``s it; a rerun
+with ``resume=True`` and the same run name finds it through Ray's run snapshot, restores it and
+continues with the next epoch in the same MLflow run. ``FailureConfig(max_failures)`` restarts a
+failed worker group from the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform as _platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uda3d.config import BackboneConfig, PreprocessConfig, ScalingOptions, from_dict
+from uda3d.data.layout import discover, fingerprint
+from uda3d.data.prepare import preprocess_root
+from uda3d.errors import DataError
+from uda3d.tracking import Tracker, TrackingConfig, ensure_experiment, git_commit
+
+log = logging.getLogger(__name__)
+
+TRAIN_PHASE, VAL_PHASE = "train", "val"
+CHECKPOINT_DIR_FIGURE = "synthesis.png"
+
+
+@dataclass(frozen=True)
+class BackboneRun:
+    """Everything one backbone training needs; built once by the CLI or a script."""
+
+    dataroot: str
+    workdir: str
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    scaling: ScalingOptions = field(default_factory=ScalingOptions)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=None))
+    source_domain: str = "domain1"
+    run_name: str = "backbone"
+    resume: bool = False
+    progress: bool = True
+
+    @property
+    def storage_path(self) -> str:
+        return str((Path(self.workdir) / "ray_results").resolve())
+
+    @property
+    def cache_dir(self) -> str:
+        return str((Path(self.workdir) / "cache").resolve())
+
+
+@dataclass(frozen=True)
+class BackboneResult:
+    """Where the trained backbone is and how it did."""
+
+    checkpoint: str
+    metrics: dict[str, Any]
+    mlflow_run_id: str | None
+
+
+def run_backbone(run: BackboneRun) -> BackboneResult:
+    """Train the backbone on ``run.source_domain``'s train split, validating on its val split."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from uda3d.training.ray_runtime import ensure_ray, run_folder, scaling_config
+
+    splits = (f"{run.source_domain}_{TRAIN_PHASE}", f"{run.source_domain}_{VAL_PHASE}")
+    subjects = discover(run.dataroot, splits)
+    for name in splits:
+        if not subjects[name]:
+            raise DataError(Path(run.dataroot) / name, "split is empty; expected subject folders")
+    run_folder(run.storage_path, run.run_name, run.resume)
+    preprocess_root(run.dataroot, run.preprocess, run.cache_dir, splits=splits, progress=run.progress)
+    ensure_experiment(run.tracking)
+    ensure_ray(run.scaling.address)
+
+    payload = {
+        "dataroot": str(Path(run.dataroot).resolve()), "splits": list(splits), "cache_dir": run.cache_dir,
+        "backbone": asdict(run.backbone), "preprocess": asdict(run.preprocess),
+        "tracking": asdict(run.tracking), "run_name": run.run_name, "progress": run.progress,
+        "tags": {"git_commit": git_commit(Path(__file__).parent), "dataset_fingerprint": fingerprint(subjects),
+                 "stage": "backbone", "python": _platform.python_version()},
+    }
+    trainer = TorchTrainer(
+        backbone_worker,
+        train_loop_config=payload,
+        scaling_config=scaling_config(run.scaling),
+        torch_config=TorchConfig(backend="nccl" if run.scaling.use_gpu else "gloo"),
+        run_config=RunConfig(name=run.run_name, storage_path=run.storage_path,
+                             failure_config=FailureConfig(max_failures=run.scaling.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    return BackboneResult(checkpoint=result.checkpoint.path, metrics=dict(result.metrics),
+                          mlflow_run_id=result.metrics.get("mlflow_run_id"))
+
+
+def backbone_worker(payload: dict[str, Any]) -> None:
+    """The per-rank training loop (runs inside a Ray Train worker)."""
+    import ray.train
+    import torch
+    from ray.train import Checkpoint
+    from torch.utils.data import DataLoader
+
+    from uda3d.data.datasets import paired_dataset
+    from uda3d.training.checkpoint import load_state, save_state
+    from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
+    from uda3d.training.ray_runtime import gather_strings, weights_digest
+    from uda3d.training.runtime import seed_everything, unwrap
+
+    config = from_dict(BackboneConfig, payload["backbone"])
+    preprocess = from_dict(PreprocessConfig, payload["preprocess"])
+    tracking = TrackingConfig(**payload["tracking"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    seed_everything(config.seed + rank)
+    device = ray.train.torch.get_device()
+    trainer = Pix2PixTrainer(config, device, wrap=ray.train.torch.prepare_model, rank=rank)
+
+    run_id = None
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as directory:
+            state = load_state(directory, map_location=device)
+        trainer.load_state_dict(state)
+        run_id = state.get("mlflow_run_id") or None
+    tracker = Tracker(tracking if rank == 0 else None)
+    from dataclasses import asdict as _asdict
+
+    params = {"backbone": _asdict(config), "preprocess": _asdict(preprocess), "world_size": ctx.get_world_size()}
+    tags = dict(payload["tags"], ray=ray.__version__, torch=torch.__version__)
+    run_id = tracker.start(payload["run_name"], params=params, tags=tags, run_id=run_id) or run_id
+    if restored is not None:
+        tracker.set_tags({"resumed_after_epoch": str(trainer.epoch)})
+
+    subjects = discover(payload["dataroot"], tuple(payload["splits"]))
+    train_name, val_name = payload["splits"]
+    train_set = paired_dataset(subjects[train_name], preprocess, payload["cache_dir"])
+    val_set = paired_dataset(subjects[val_name], preprocess, payload["cache_dir"])
+    loader = ray.train.torch.prepare_data_loader(
+        DataLoader(train_set, batch_size=1, shuffle=True, generator=torch.Generator().manual_seed(config.seed)))
+
+    def train_batches(epoch: int):
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        return loader
+
+    def val_batches():
+        return DataLoader(val_set, batch_size=1)
+
+    def on_epoch_end(t: Pix2PixTrainer, metrics: dict[str, float]) -> None:
+        digests = gather_strings(weights_digest(unwrap(t.generator)))
+        metrics["ranks_in_sync"] = float(len(set(digests)) == 1)
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if rank == 0:
+                save_state(directory, {**t.state_dict(), "mlflow_run_id": run_id or ""})
+                checkpoint = Checkpoint.from_directory(directory)
+            ray.train.report(dict(metrics, mlflow_run_id=run_id or ""), checkpoint=checkpoint)
+        tracker.log_metrics(metrics, step=int(metrics["epoch"]))
+        if int(metrics["epoch"]) == config.total_epochs:
+            tracker.set_tags({f"weights_sha1_rank{i}": d for i, d in enumerate(digests)})
+
+    fit_backbone(trainer, train_batches, val_batches if rank == 0 else None, report=lambda m: None,
+                 on_epoch_end=on_epoch_end, progress=payload["progress"] and rank == 0)
+
+    if rank == 0 and tracker.enabled:
+        _log_final_artifacts(tracker, trainer, val_set, run_id)
+    tracker.end()
+
+
+def _log_final_artifacts(tracker: Tracker, trainer, val_set, run_id: str | None) -> None:
+    """The final checkpoint and a slice figure of the first validation subject, to MLflow."""
+    from uda3d.training.checkpoint import save_state
+    from uda3d.viz import synthesis_figure
+
+    item = val_set[0]
+    output = trainer.predict(item["input"][None])[0, 0].numpy()
+    with tempfile.TemporaryDirectory() as directory:
+        save_state(directory, {**trainer.state_dict(), "mlflow_run_id": run_id or ""})
+        tracker.log_artifacts(directory, "checkpoint")
+        figure = synthesis_figure(Path(directory) / CHECKPOINT_DIR_FIGURE, item["input"].numpy(),
+                                  item["target"][0].numpy(), output,
+                                  title=f"{item['id']} (source val), epoch {trainer.epoch}")
+        tracker.log_artifact(figure, "figures")

@@ -1,0 +1,209 @@
+"""Supervised 3D pix2pix training (METHOD.md section 1) as plain PyTorch, usable with or without Ray.
+
+``Pix2PixTrainer`` owns the generator, discriminator, optimisers, schedulers and scaler and takes
+one training step per volume; ``fit_backbone`` runs epochs and hands each epoch's metrics to a
+``report`` callback (Ray's ``report`` in a worker, ``list.append`` in a test). DDP wrapping is
+injected through ``wrap`` (Ray's ``prepare_model``), so the same code runs on one process or many.
+
+Each step, as the method's code: update D on (real, fake.detach()) pairs with the LSGAN loss, then
+update G with GAN + 100 L1 + 1.5 feature matching through a D whose parameters are frozen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from uda3d.config import BackboneConfig
+from uda3d.data.augment import augment_pair
+from uda3d.losses.adversarial import discriminator_loss
+from uda3d.losses.pix2pix import generator_loss
+from uda3d.metrics.image import volume_metrics
+from uda3d.models.factory import build_discriminator, build_generator
+from uda3d.training.runtime import autocast, resolve_precision, unwrap
+
+Report = Callable[[dict[str, float]], None]
+
+
+def linear_decay(epochs: int, epochs_decay: int) -> Callable[[int], float]:
+    """LR multiplier: 1 for ``epochs`` epochs, then linearly down to 0 over ``epochs_decay`` (pix2pix rule)."""
+
+    def factor(epoch: int) -> float:
+        return 1.0 - max(0, epoch + 1 - epochs) / float(epochs_decay + 1)
+
+    return factor
+
+
+def set_requires_grad(model: nn.Module, flag: bool) -> None:
+    for p in model.parameters():
+        p.requires_grad_(flag)
+
+
+class Pix2PixTrainer:
+    """Generator + discriminator + optimisation state for supervised source training.
+
+    Args:
+        config: the backbone config.
+        device: where the networks live.
+        wrap: applied to each network after it is moved to ``device`` (e.g. Ray's ``prepare_model``).
+        rank: this process's rank (varies augmentation between DDP workers).
+    """
+
+    def __init__(self, config: BackboneConfig, device: torch.device,
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, rank: int = 0) -> None:
+        torch.manual_seed(config.seed)  # identical initial weights on every rank
+        self.config = config
+        self.device = device
+        self.rank = rank
+        wrap = wrap or (lambda m: m)
+        self.generator = wrap(build_generator(config).to(device))
+        self.discriminator = wrap(build_discriminator(config).to(device))
+        betas = (config.beta1, 0.999)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas)
+        rule = linear_decay(config.epochs, config.epochs_decay)
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
+        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule)
+        self.precision = resolve_precision(config.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.use_scaler)
+        self.epoch = 0  # epochs completed
+        self._micro_step = 0
+
+    # -- one volume -------------------------------------------------------------------------------
+    def train_step(self, batch: dict[str, Any], augment_rng: torch.Generator | None = None) -> dict[str, float]:
+        """One D update and one G update on a batch of paired volumes (accumulated per config)."""
+        x, y = batch["input"], batch["target"]
+        if augment_rng is not None:
+            pairs = [augment_pair(xi, yi, augment_rng) for xi, yi in zip(x, y)]
+            x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        accum = self.config.grad_accum
+        boundary = (self._micro_step + 1) % accum == 0
+        d_module = unwrap(self.discriminator)
+
+        with autocast(self.device, self.precision):
+            fake = self.generator(x)                                     # (B, 1, D, H, W)
+        # 1. Discriminator: real pairs -> 1, fake pairs -> 0, one forward over both.
+        set_requires_grad(d_module, True)
+        with autocast(self.device, self.precision):
+            pairs = torch.cat([torch.cat([x, y], 1), torch.cat([x, fake.detach()], 1)], 0)
+            logits = self.discriminator(pairs)[-1]
+            real_logits, fake_logits = logits.chunk(2, dim=0)
+            loss_d = discriminator_loss(real_logits.float(), fake_logits.float())
+        self.scaler.scale(loss_d / accum).backward()
+        if boundary:
+            self.scaler.step(self.opt_d)
+            self.opt_d.zero_grad(set_to_none=True)
+        # 2. Generator through a frozen D (its DDP wrapper bypassed: D gets no gradient here).
+        set_requires_grad(d_module, False)
+        with autocast(self.device, self.precision):
+            feats_fake = d_module(torch.cat([x, fake], 1))
+            with torch.no_grad():
+                feats_real = d_module(torch.cat([x, y], 1))
+            g = generator_loss([f.float() for f in feats_fake], [f.float() for f in feats_real], fake.float(), y,
+                               self.config.lambda_l1, self.config.lambda_fm)
+        self.scaler.scale(g.total / accum).backward()
+        set_requires_grad(d_module, True)
+        if boundary:
+            self.scaler.step(self.opt_g)
+            self.opt_g.zero_grad(set_to_none=True)
+            self.scaler.update()
+        self._micro_step += 1
+        terms = {"loss_d": loss_d, "loss_g": g.total, "loss_g_gan": g.gan, "loss_l1": g.l1,
+                 "loss_fm": g.feature_matching}
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    # -- evaluation --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Generator output for (B, 2, D, H, W) inputs, in fp32 on the CPU."""
+        with autocast(self.device, self.precision):
+            out = self.generator(inputs.to(self.device))
+        return out.float().cpu()
+
+    def evaluate(self, batches: Iterable[dict[str, Any]]) -> dict[str, float]:
+        """Mean brain-masked PSNR/SSIM/MAE (and the method's whole-volume PSNR) over labelled volumes."""
+        totals: dict[str, list[float]] = {}
+        for batch in batches:
+            fake = self.predict(batch["input"])
+            for i in range(fake.shape[0]):
+                m = volume_metrics(fake[i, 0], batch["target"][i, 0], batch["mask"][i, 0])
+                for k, v in m.items():
+                    totals.setdefault(k, []).append(v)
+        return {k: float(sum(v) / len(v)) for k, v in totals.items() if all(math.isfinite(x) for x in v)}
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": unwrap(self.generator).state_dict(),
+                "discriminator": unwrap(self.discriminator).state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+                "scaler": self.scaler.state_dict(), "epoch": self.epoch,
+                "micro_step": self._micro_step, "config": asdict(self.config)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.generator).load_state_dict(state["generator"])
+        unwrap(self.discriminator).load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch = int(state["epoch"])
+        self._micro_step = int(state.get("micro_step", 0))
+
+
+def augmentation_rng(seed: int, rank: int, epoch: int) -> torch.Generator:
+    """A generator that depends only on (seed, rank, epoch): resumed runs augment as uninterrupted ones."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + rank * 10_007 + epoch)
+
+
+def fit_backbone(trainer: Pix2PixTrainer, train_batches: Callable[[int], Iterable[dict[str, Any]]],
+                 val_batches: Callable[[], Iterable[dict[str, Any]]] | None, report: Report,
+                 on_epoch_end: Callable[[Pix2PixTrainer, dict[str, float]], None] | None = None,
+                 progress: bool = False) -> list[dict[str, float]]:
+    """Train from ``trainer.epoch`` to the config's total epochs.
+
+    Args:
+        trainer: holds the networks and the epoch to resume after.
+        train_batches: epoch -> an iterable of training batches (lets a distributed sampler reshuffle).
+        val_batches: an iterable of source-validation batches, or None.
+        report: receives each epoch's metrics (epoch numbers start at 1).
+        on_epoch_end: called after ``report`` with the trainer and the metrics (checkpointing).
+        progress: show a tqdm bar per epoch.
+
+    Returns:
+        The metrics of every epoch run here.
+    """
+    from tqdm.auto import tqdm
+
+    history = []
+    cfg = trainer.config
+    while trainer.epoch < cfg.total_epochs:
+        epoch = trainer.epoch + 1
+        rng = augmentation_rng(cfg.seed, trainer.rank, epoch) if cfg.augment else None
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in tqdm(train_batches(epoch), desc=f"epoch {epoch}/{cfg.total_epochs}", disable=not progress,
+                          leave=False):
+            for k, v in trainer.train_step(batch, rng).items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+        metrics = {"epoch": float(epoch), "lr": trainer.opt_g.param_groups[0]["lr"]}
+        trainer.sched_g.step()
+        trainer.sched_d.step()
+        trainer.epoch = epoch
+        metrics.update({k: v / max(count, 1) for k, v in sums.items()})
+        if val_batches is not None:
+            metrics.update({f"val_{k}": v for k, v in trainer.evaluate(val_batches()).items()})
+        report(metrics)
+        if on_epoch_end is not None:
+            on_epoch_end(trainer, metrics)
+        history.append(metrics)
+    return history

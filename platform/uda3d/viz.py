@@ -1,0 +1,54 @@
+"""Figures people would rather see than read, drawn with matplotlib (Agg, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from uda3d.io.atomic import atomic_file
+
+
+def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
+    """Axial, coronal and sagittal mid slices of an IPL-oriented (D=I, H=P, W=L) volume."""
+    d, h, w = (s // 2 for s in volume.shape)
+    return [volume[d], volume[:, h, :], volume[:, :, w]]
+
+
+def synthesis_figure(path: str | Path, inputs: np.ndarray, target: np.ndarray | None, output: np.ndarray,
+                     title: str = "") -> Path:
+    """PNG of mid axial/coronal/sagittal slices: T2, FLAIR, true T1, synthesized T1 and |difference|.
+
+    Args:
+        inputs: (2, D, H, W) T2 and FLAIR; target: (D, H, W) true T1 or None; output: (D, H, W).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [("T2", inputs[0], "gray", (0, 1)), ("FLAIR", inputs[1], "gray", (0, 1))]
+    if target is not None:
+        rows.append(("T1 (true)", target, "gray", (0, 1)))
+    rows.append(("T1 (synth)", output, "gray", (0, 1)))
+    if target is not None:
+        rows.append(("|diff|", np.abs(output - target), "magma", (0, 0.5)))
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.4 * len(rows)), squeeze=False)
+    for r, (name, vol, cmap, (lo, hi)) in enumerate(rows):
+        for c, (plane, img) in enumerate(zip(("axial", "coronal", "sagittal"), mid_slices(vol))):
+            ax = axes[r, c]
+            ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(plane)
+            if c == 0:
+                ax.set_ylabel(name)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return path
