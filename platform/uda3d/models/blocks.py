@@ -59,8 +59,11 @@ class BlurDownsample(nn.Module):
 
 
 def check_divisible(shape: tuple[int, ...], factor: int, network: str) -> None:
-    """Raise a clear error when a spatial size cannot pass ``factor``-fold downsampling and back."""
-    bad = [s for s in shape if s % factor]
-    if bad:
-        raise ConfigError("input shape", f"{network} needs every spatial size divisible by {factor}, got "
-                                         f"{tuple(shape)}; crop/pad to multiples of {factor} (--crop-shape)")
+    """Raise a clear error when a spatial size cannot pass ``factor``-fold downsampling and back.
+
+    Sizes must be multiples of ``factor`` and at least ``2 * factor``: the deepest level needs more
+    than one voxel for InstanceNorm's statistics.
+    """
+    if any(s % factor or s < 2 * factor for s in shape):
+        raise ConfigError("input shape", f"{network} needs every spatial size divisible by {factor} and >= "
+                                         f"{2 * factor}, got {tuple(shape)}; crop/pad accordingly (--crop-shape)")
