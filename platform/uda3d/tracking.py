@@ -74,10 +74,13 @@ def git_commit(path: str | Path = ".") -> str:
 class Tracker:
     """One MLflow run. Only rank 0 should create a live tracker; others get ``Tracker(None)``."""
 
+    STEP_KEY = "epoch"
+
     def __init__(self, config: TrackingConfig | None) -> None:
         self.config = config if config is not None and config.uri else None
         self.run_id: str | None = None
         self._client = MlflowClient(tracking_uri=self.config.uri) if self.config else None
+        self._logged_through = 0
 
     @property
     def enabled(self) -> bool:
@@ -85,12 +88,19 @@ class Tracker:
 
     def start(self, run_name: str, params: Mapping[str, Any] | None = None,
               tags: Mapping[str, str] | None = None, run_id: str | None = None) -> str | None:
-        """Start a new run, or continue ``run_id`` (a resumed training keeps its run)."""
+        """Start a new run, or continue ``run_id`` (a resumed training keeps its run).
+
+        When continuing, steps the run already holds are not logged again: an interruption between
+        logging an epoch and registering its checkpoint makes the resumed run repeat that epoch
+        (deterministically, from the previous checkpoint), and MLflow keeps one value per epoch.
+        """
         if not self.enabled:
             return None
         if run_id is not None:
             self.run_id = run_id
             self._client.update_run(run_id, status="RUNNING")
+            history = self._client.get_metric_history(run_id, self.STEP_KEY)
+            self._logged_through = max((m.step for m in history), default=0)
         else:
             exp_id = ensure_experiment(self.config)
             run = self._client.create_run(exp_id, run_name=run_name, tags=dict(tags or {}))
@@ -106,7 +116,7 @@ class Tracker:
                 self._client.set_tag(self.run_id, k, v)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        if not self.enabled:
+        if not self.enabled or step <= self._logged_through:
             return
         import time
 
