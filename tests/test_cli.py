@@ -14,7 +14,7 @@ import pytest
 from uda3d.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["cohort", "ingest-brats", "validate-data", "preprocess", "demo"]
+COMMANDS = ["cohort", "ingest-brats", "validate-data", "preprocess", "train-backbone", "demo"]
 
 
 def _subcommands() -> list[str]:
@@ -97,13 +97,24 @@ def test_debug_flag_shows_the_traceback(tmp_path):
         main(["--debug", "validate-data", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage(tmp_path, capsys):
-    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
-                 "--shape", "24", "24", "24", "--quiet"]) == 0
+    import ray
+
+    try:
+        code = main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
+                     "--shape", "24", "24", "24", "--backbone-epochs", "3", "--quiet"])
+    finally:
+        ray.shutdown()
     out = capsys.readouterr().out
-    assert "[1/3] cohort" in out and "[2/3] validate-data" in out and "[3/3] preprocess" in out
+    assert code == 0, out
+    for step in ("[1/5] cohort", "[2/5] validate-data", "[3/5] preprocess", "[4/5] train-backbone", "[5/5] evaluate"):
+        assert step in out
     assert re.search(r"load time: [\d.]+ s decoding, [\d.]+ s from cache", out)
+    assert re.search(r"domain1_test +\d+\.\d+ +[-\d.]+ +\d\.\d+", out)
+    assert re.search(r"domain gap: [+-]\d+\.\d+ dB", out)
     assert (tmp_path / "demo" / "cohort" / "cohort.json").is_file()
+    assert (tmp_path / "demo" / "mlflow.db").is_file()
 
 
 def _readme_commands() -> list[str]:
@@ -120,3 +131,11 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
     assert "torch==2.13.0" in demo and "uda3d demo" in demo
     assert "torch==2.13.0" in tests and "pytest" in tests
     assert tests in (REPO / ".ci" / "run").read_text()
+
+
+def test_demo_epoch_default_matches_the_library():
+    from uda3d.cli import DEMO_BACKBONE_EPOCHS
+    from uda3d.demo import DEMO_BACKBONE
+
+    assert DEMO_BACKBONE_EPOCHS == DEMO_BACKBONE.epochs
+    assert DEMO_BACKBONE.epochs_decay == DEMO_BACKBONE.epochs // 3

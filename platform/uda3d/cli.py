@@ -17,6 +17,7 @@ from uda3d import __version__
 from uda3d.errors import Uda3dError
 
 EXIT_BAD_INPUT = 2
+DEMO_BACKBONE_EPOCHS = 30  # uda3d.demo.DEMO_BACKBONE.epochs, kept here so --help needs no heavy import
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +90,7 @@ def _add_run_options(p: argparse.ArgumentParser, default_name: str) -> None:
     g.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlflow.db)")
     g.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
+    g.add_argument("--verbose", action="store_true", help="show Ray Train's own per-report logs")
 
 
 def _tracking(args: argparse.Namespace):
@@ -158,7 +160,7 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
     run = BackboneRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone=backbone,
                       preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
                       source_domain=args.source_domain, run_name=args.run_name, resume=args.resume,
-                      progress=not args.quiet)
+                      progress=not args.quiet, verbose=args.verbose)
     result = run_backbone(run)
     shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_") or k == "epoch"}
     print(f"backbone checkpoint: {result.checkpoint}")
@@ -169,10 +171,13 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from uda3d.demo import DemoConfig, run_demo
+    import dataclasses
 
+    from uda3d.demo import DEMO_BACKBONE, DemoConfig, run_demo
+
+    backbone = dataclasses.replace(DEMO_BACKBONE, epochs=args.backbone_epochs, epochs_decay=args.backbone_epochs // 3)
     config = DemoConfig(workdir=Path(args.workdir), subjects_per_site=args.subjects_per_site,
-                        shape=tuple(args.shape), seed=args.seed)
+                        shape=tuple(args.shape), seed=args.seed, backbone=backbone, address=args.address)
     run_demo(config, progress=not args.quiet)
     return 0
 
@@ -249,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects-per-site", type=_positive_int, default=9)
     p.add_argument("--shape", type=_positive_int, nargs=3, default=[64, 64, 64], metavar=("X", "Y", "Z"))
     p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--backbone-epochs", type=_positive_int, default=DEMO_BACKBONE_EPOCHS,
+                   help="constant-lr backbone epochs (a third as many decay epochs follow)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     return parser
 
 

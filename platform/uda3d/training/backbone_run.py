@@ -44,6 +44,7 @@ class BackboneRun:
     run_name: str = "backbone"
     resume: bool = False
     progress: bool = True
+    verbose: bool = False
 
     @property
     def storage_path(self) -> str:
@@ -65,7 +66,7 @@ class BackboneResult:
 
 def run_backbone(run: BackboneRun) -> BackboneResult:
     """Train the backbone on ``run.source_domain``'s train split, validating on its val split."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from uda3d.training.ray_runtime import ensure_ray, run_folder, scaling_config
@@ -94,7 +95,8 @@ def run_backbone(run: BackboneRun) -> BackboneResult:
         torch_config=TorchConfig(backend="nccl" if run.scaling.use_gpu else "gloo"),
         run_config=RunConfig(name=run.run_name, storage_path=run.storage_path,
                              failure_config=FailureConfig(max_failures=run.scaling.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             logging_config=LoggingConfig(log_level="INFO" if run.verbose else "WARNING")),
     )
     result = trainer.fit()
     if result.error is not None:

@@ -181,10 +181,13 @@ def fit_backbone(trainer: Pix2PixTrainer, train_batches: Callable[[int], Iterabl
     Returns:
         The metrics of every epoch run here.
     """
+    import time
+
     from tqdm.auto import tqdm
 
     history = []
     cfg = trainer.config
+    start = time.perf_counter()
     while trainer.epoch < cfg.total_epochs:
         epoch = trainer.epoch + 1
         rng = augmentation_rng(cfg.seed, trainer.rank, epoch) if cfg.augment else None
@@ -202,6 +205,7 @@ def fit_backbone(trainer: Pix2PixTrainer, train_batches: Callable[[int], Iterabl
         metrics.update({k: v / max(count, 1) for k, v in sums.items()})
         if val_batches is not None:
             metrics.update({f"val_{k}": v for k, v in trainer.evaluate(val_batches()).items()})
+        metrics["fit_elapsed_s"] = time.perf_counter() - start
         report(metrics)
         if on_epoch_end is not None:
             on_epoch_end(trainer, metrics)
