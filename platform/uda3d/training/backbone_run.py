@@ -161,13 +161,15 @@ def backbone_worker(payload: dict[str, Any]) -> None:
     def on_epoch_end(t: Pix2PixTrainer, metrics: dict[str, float]) -> None:
         digests = gather_strings(weights_digest(unwrap(t.generator)))
         metrics["ranks_in_sync"] = float(len(set(digests)) == 1)
+        # MLflow first, then the checkpoint: an interruption in between makes the resumed run redo an
+        # epoch MLflow already holds (skipped there), never lose one it does not.
+        tracker.log_metrics(metrics, step=int(metrics["epoch"]))
         with tempfile.TemporaryDirectory() as directory:
             checkpoint = None
             if rank == 0:
                 save_state(directory, {**t.state_dict(), "mlflow_run_id": run_id or ""})
                 checkpoint = Checkpoint.from_directory(directory)
             ray.train.report(dict(metrics, mlflow_run_id=run_id or ""), checkpoint=checkpoint)
-        tracker.log_metrics(metrics, step=int(metrics["epoch"]))
         if int(metrics["epoch"]) == config.total_epochs:
             tracker.set_tags({f"weights_sha1_rank{i}": d for i, d in enumerate(digests)})
 
