@@ -170,6 +170,41 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_slices(args: argparse.Namespace) -> int:
+    from uda3d.data.slice_store import write_slice_store
+    from uda3d.data.slices import SliceConfig
+
+    splits = tuple(args.splits) if args.splits else (f"{args.domain}_train", f"{args.domain}_val")
+    cache = args.cache_dir or args.out.parent / "cache"
+    store = write_slice_store(args.root, splits, args.out, _preprocess_config(args),
+                              SliceConfig(size=args.slice_size, plane=args.plane), cache_dir=cache,
+                              volumes_per_shard=args.volumes_per_shard, overwrite=args.overwrite,
+                              progress=not args.quiet)
+    m = store.manifest
+    print(f"wrote {len(m['volumes'])} volumes x {m['slices_per_volume']} slices of {m['slice_shape']} "
+          f"in {len(m['shards'])} shard(s) to {args.out}")
+    return 0
+
+
+def cmd_train_vae(args: argparse.Namespace) -> int:
+    from uda3d.config import VAEConfig
+    from uda3d.training.vae_run import VAERun, run_vae
+
+    vae = VAEConfig(gf_dim=args.gf_dim, latent_channels=args.latent_channels, kl_weight=args.kl_weight,
+                    lr=args.lr, epochs=args.epochs, seed=args.seed)
+    run = VAERun(store=str(args.store), workdir=str(args.workdir), vae=vae, scaling=_scaling_options(args),
+                 tracking=_tracking(args), train_split=f"{args.domain}_train", val_split=f"{args.domain}_val",
+                 run_name=args.run_name, resume=args.resume, progress=not args.quiet, verbose=args.verbose)
+    result = run_vae(run)
+    shown = {k: round(v, 5) for k, v in result.metrics.items() if k in ("epoch", "recon_mse", "val_recon_mse",
+                                                                        "val_mse_mean_slice", "kl_per_element")}
+    print(f"VAE checkpoint: {result.checkpoint}")
+    print(f"final metrics: {shown}")
+    if result.mlflow_run_id:
+        print(f"MLflow run: {result.mlflow_run_id}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -247,6 +282,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-augment", action="store_true", help="turn off the method's rot/flip/jitter augmentation")
     g.add_argument("--seed", type=_non_negative_int, default=0)
     _add_preprocess_options(p)
+    _add_scaling_options(p)
+
+    p = add("slices", cmd_slices, "extract T1 slices of the source site into a Parquet slice store")
+    p.add_argument("root", type=Path, help="BraTS-layout root")
+    p.add_argument("--out", type=Path, required=True, help="store folder (created atomically)")
+    p.add_argument("--domain", default="domain1", help="slices <domain>_train and <domain>_val (default domain1)")
+    p.add_argument("--splits", nargs="+", default=None, help="explicit split folders instead of --domain")
+    p.add_argument("--slice-size", type=_positive_int, default=256, help="cube/slice side, a power of two")
+    p.add_argument("--plane", choices=["coronal", "axial", "sagittal"], default="coronal")
+    p.add_argument("--volumes-per-shard", type=_positive_int, default=4)
+    p.add_argument("--cache-dir", type=Path, default=None, help="preprocessing cache (default: OUT/../cache)")
+    p.add_argument("--overwrite", action="store_true")
+    _add_preprocess_options(p)
+
+    p = add("train-vae", cmd_train_vae, "train the 2D slice VAE prior on a slice store with Ray Train + Ray Data")
+    p.add_argument("--store", type=Path, required=True, help="slice store from 'uda3d slices'")
+    p.add_argument("--workdir", type=Path, default=Path("uda3d-runs"))
+    p.add_argument("--domain", default="domain1", help="trains on <domain>_train volumes, validates on <domain>_val")
+    p.add_argument("--run-name", default="vae")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--experiment", default="uda3d")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--no-tracking", action="store_true")
+    p.add_argument("--verbose", action="store_true")
+    g = p.add_argument_group("model and optimisation (defaults: the method's)")
+    g.add_argument("--gf-dim", type=_positive_int, default=4)
+    g.add_argument("--latent-channels", type=_positive_int, default=256)
+    g.add_argument("--kl-weight", type=float, default=0.01)
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--epochs", type=_positive_int, default=300)
+    g.add_argument("--seed", type=_non_negative_int, default=42)
     _add_scaling_options(p)
 
     p = add("demo", cmd_demo, "synthetic cohort + every stage built so far, on CPU, no download")

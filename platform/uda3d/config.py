@@ -159,3 +159,35 @@ class ScalingOptions:
             raise ConfigError("--gpus-per-worker", "needs --use-gpu and a value >= 0")
         if self.max_failures < -1:
             raise ConfigError("--max-failures", f"expected >= -1 (-1 = retry forever), got {self.max_failures}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    """The slice VAE (METHOD.md section 2); defaults are the method's.
+
+    Attributes:
+        gf_dim: channels of the first conv (4).
+        latent_channels: latent channels at 2 x 2 per slice (256).
+        kl_weight: weight of the summed KL to N(0, I) against the summed squared error (0.01).
+        lr: Adam learning rate (1e-4).
+        epochs: passes over the training volumes (300), one volume per batch, in order (no shuffling).
+        seed: 42 in the method.
+    """
+
+    gf_dim: int = 4
+    latent_channels: int = 256
+    kl_weight: float = 0.01
+    lr: float = 1e-4
+    epochs: int = 300
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        for name in ("gf_dim", "latent_channels", "epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"expected a positive integer, got {getattr(self, name)}")
+        if self.kl_weight < 0:
+            raise ConfigError("kl_weight", f"expected >= 0, got {self.kl_weight}")
+        if not 0 < self.lr < 1:
+            raise ConfigError("lr", f"expected 0 < lr < 1, got {self.lr}")
+        if self.seed < 0:
+            raise ConfigError("seed", f"expected a non-negative integer, got {self.seed}")

@@ -52,3 +52,31 @@ def synthesis_figure(path: str | Path, inputs: np.ndarray, target: np.ndarray | 
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
     return path
+
+
+def slice_grid(path: str | Path, rows: list[np.ndarray], labels: list[str], title: str = "") -> Path:
+    """PNG of rows of 2D slices (each row an (N, H, W) array), labelled on the left."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.8 * n, 1.9 * len(rows)), squeeze=False)
+    for r, (row, label) in enumerate(zip(rows, labels)):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(row):
+                ax.imshow(row[c], cmap="gray", vmin=0, vmax=1)
+            if c == 0:
+                ax.set_ylabel(label)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return path

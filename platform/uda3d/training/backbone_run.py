@@ -66,82 +66,54 @@ class BackboneResult:
 
 def run_backbone(run: BackboneRun) -> BackboneResult:
     """Train the backbone on ``run.source_domain``'s train split, validating on its val split."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from uda3d.training.ray_runtime import ensure_ray, run_folder, scaling_config
+    from uda3d.training.ray_runtime import latest_checkpoint_on_disk, launch, run_folder
 
     splits = (f"{run.source_domain}_{TRAIN_PHASE}", f"{run.source_domain}_{VAL_PHASE}")
     subjects = discover(run.dataroot, splits)
     for name in splits:
         if not subjects[name]:
             raise DataError(Path(run.dataroot) / name, "split is empty; expected subject folders")
-    run_folder(run.storage_path, run.run_name, run.resume)
+    folder = run_folder(run.storage_path, run.run_name, run.resume)
     preprocess_root(run.dataroot, run.preprocess, run.cache_dir, splits=splits, progress=run.progress)
     ensure_experiment(run.tracking)
-    ensure_ray(run.scaling.address)
-
     payload = {
         "dataroot": str(Path(run.dataroot).resolve()), "splits": list(splits), "cache_dir": run.cache_dir,
         "backbone": asdict(run.backbone), "preprocess": asdict(run.preprocess),
         "tracking": asdict(run.tracking), "run_name": run.run_name, "progress": run.progress,
         "tags": {"git_commit": git_commit(Path(__file__).parent), "dataset_fingerprint": fingerprint(subjects),
                  "stage": "backbone", "python": _platform.python_version()},
+        "resume_from": latest_checkpoint_on_disk(folder) if run.resume else None,
     }
-    trainer = TorchTrainer(
-        backbone_worker,
-        train_loop_config=payload,
-        scaling_config=scaling_config(run.scaling),
-        torch_config=TorchConfig(backend="nccl" if run.scaling.use_gpu else "gloo"),
-        run_config=RunConfig(name=run.run_name, storage_path=run.storage_path,
-                             failure_config=FailureConfig(max_failures=run.scaling.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             logging_config=LoggingConfig(log_level="INFO" if run.verbose else "WARNING")),
-    )
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
+    result = launch(backbone_worker, payload, run.scaling, run.run_name, run.storage_path, run.verbose)
     return BackboneResult(checkpoint=result.checkpoint.path, metrics=dict(result.metrics),
-                          mlflow_run_id=result.metrics.get("mlflow_run_id"))
+                          mlflow_run_id=result.metrics.get("mlflow_run_id") or None)
 
 
 def backbone_worker(payload: dict[str, Any]) -> None:
     """The per-rank training loop (runs inside a Ray Train worker)."""
     import ray.train
     import torch
-    from ray.train import Checkpoint
     from torch.utils.data import DataLoader
 
     from uda3d.data.datasets import paired_dataset
-    from uda3d.training.checkpoint import load_state, save_state
     from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
-    from uda3d.training.ray_runtime import gather_strings, weights_digest
+    from uda3d.training.ray_runtime import EpochReporter, gather_strings, restore_state, start_tracking, weights_digest
     from uda3d.training.runtime import seed_everything, unwrap
 
     config = from_dict(BackboneConfig, payload["backbone"])
     preprocess = from_dict(PreprocessConfig, payload["preprocess"])
-    tracking = TrackingConfig(**payload["tracking"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     seed_everything(config.seed + rank)
     device = ray.train.torch.get_device()
     trainer = Pix2PixTrainer(config, device, wrap=ray.train.torch.prepare_model, rank=rank)
-
-    run_id = None
-    restored = ray.train.get_checkpoint()
+    restored = restore_state(device, payload.get("resume_from"))
     if restored is not None:
-        with restored.as_directory() as directory:
-            state = load_state(directory, map_location=device)
-        trainer.load_state_dict(state)
-        run_id = state.get("mlflow_run_id") or None
-    tracker = Tracker(tracking if rank == 0 else None)
-    from dataclasses import asdict as _asdict
-
-    params = {"backbone": _asdict(config), "preprocess": _asdict(preprocess), "world_size": ctx.get_world_size()}
-    tags = dict(payload["tags"], ray=ray.__version__, torch=torch.__version__)
-    run_id = tracker.start(payload["run_name"], params=params, tags=tags, run_id=run_id) or run_id
-    if restored is not None:
-        tracker.set_tags({"resumed_after_epoch": str(trainer.epoch)})
+        trainer.load_state_dict(restored)
+    params = {"backbone": asdict(config), "preprocess": asdict(preprocess), "world_size": ctx.get_world_size()}
+    tracker, run_id = start_tracking(TrackingConfig(**payload["tracking"]), rank, payload["run_name"], params,
+                                     payload["tags"], restored)
+    report_epoch = EpochReporter(tracker, rank, run_id)
 
     subjects = discover(payload["dataroot"], tuple(payload["splits"]))
     train_name, val_name = payload["splits"]
@@ -155,27 +127,15 @@ def backbone_worker(payload: dict[str, Any]) -> None:
             loader.sampler.set_epoch(epoch)
         return loader
 
-    def val_batches():
-        return DataLoader(val_set, batch_size=1)
-
     def on_epoch_end(t: Pix2PixTrainer, metrics: dict[str, float]) -> None:
         digests = gather_strings(weights_digest(unwrap(t.generator)))
         metrics["ranks_in_sync"] = float(len(set(digests)) == 1)
-        # MLflow first, then the checkpoint: an interruption in between makes the resumed run redo an
-        # epoch MLflow already holds (skipped there), never lose one it does not.
-        tracker.log_metrics(metrics, step=int(metrics["epoch"]))
-        with tempfile.TemporaryDirectory() as directory:
-            checkpoint = None
-            if rank == 0:
-                save_state(directory, {**t.state_dict(), "mlflow_run_id": run_id or ""})
-                checkpoint = Checkpoint.from_directory(directory)
-            ray.train.report(dict(metrics, mlflow_run_id=run_id or ""), checkpoint=checkpoint)
+        report_epoch(t.state_dict() if rank == 0 else {}, metrics)
         if int(metrics["epoch"]) == config.total_epochs:
             tracker.set_tags({f"weights_sha1_rank{i}": d for i, d in enumerate(digests)})
 
-    fit_backbone(trainer, train_batches, val_batches if rank == 0 else None, report=lambda m: None,
-                 on_epoch_end=on_epoch_end, progress=payload["progress"] and rank == 0)
-
+    fit_backbone(trainer, train_batches, (lambda: DataLoader(val_set, batch_size=1)) if rank == 0 else None,
+                 report=lambda m: None, on_epoch_end=on_epoch_end, progress=payload["progress"] and rank == 0)
     if rank == 0 and tracker.enabled:
         _log_final_artifacts(tracker, trainer, val_set, run_id)
     tracker.end()

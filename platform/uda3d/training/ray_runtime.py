@@ -14,8 +14,16 @@ from uda3d.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def ensure_ray(address: str | None) -> None:
-    """Connect to ``address``, or start a local Ray on demand (the embedded default)."""
+def ensure_ray(address: str | None, train_cpus: float = 0.0) -> None:
+    """Connect to ``address``, or start a local Ray on demand (the embedded default).
+
+    A local Ray gets at least one logical CPU more than the training workers reserve: Ray Data's
+    read tasks need a CPU slot of their own, and a cluster whose every CPU is held by a training
+    worker deadlocks the moment a worker asks for data. On a real cluster, leave a CPU free per node.
+    """
+    import math
+    import os
+
     import ray
 
     if ray.is_initialized():
@@ -23,7 +31,7 @@ def ensure_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(log_to_driver=True)
+        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(train_cpus) + 1), log_to_driver=True)
 
 
 def scaling_config(options: ScalingOptions):
@@ -66,3 +74,109 @@ def gather_strings(value: str) -> list[str]:
     out: list[str] = [""] * dist.get_world_size()
     dist.all_gather_object(out, value)
     return out
+
+
+def launch(worker, payload: dict, scaling: ScalingOptions, run_name: str, storage_path: str, verbose: bool = False,
+           datasets: dict | None = None, data_config=None):
+    """Run ``worker(payload)`` on a ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPUs) and return its result.
+
+    Checkpoints go to ``storage_path/run_name`` (the two most recent are kept); ``max_failures``
+    restarts a failed worker group from the latest one. Raises the run's error if it failed.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    ensure_ray(scaling.address, scaling.num_workers * scaling.cpus_per_worker)
+    trainer = TorchTrainer(
+        worker, train_loop_config=payload, scaling_config=scaling_config(scaling),
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        run_config=RunConfig(name=run_name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=scaling.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING")),
+        datasets=datasets, dataset_config=data_config,
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    return result
+
+
+def latest_checkpoint_on_disk(folder: str | Path) -> str | None:
+    """The newest ``checkpoint_*`` under a run folder whose state loads, or None.
+
+    Ray registers a reported checkpoint in its run snapshot a moment after writing it; a run killed
+    in between leaves the newest checkpoint on disk but not in the snapshot. Resuming considers both.
+    """
+    from uda3d.errors import DataError
+    from uda3d.training.checkpoint import load_state
+
+    candidates = sorted(Path(folder).glob("checkpoint_*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for candidate in candidates:
+        try:
+            load_state(candidate)
+        except DataError:
+            continue  # half-written by an interrupted run
+        return str(candidate)
+    return None
+
+
+def restore_state(device, fallback: str | None = None) -> dict | None:
+    """The latest state of this run (inside a worker): Ray's checkpoint or ``fallback``, whichever is later."""
+    import ray.train
+
+    from uda3d.training.checkpoint import load_state
+
+    states = []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            states.append(load_state(directory, map_location=device))
+    if fallback:
+        states.append(load_state(fallback, map_location=device))
+    return max(states, key=lambda s: int(s["epoch"])) if states else None
+
+
+class EpochReporter:
+    """Per epoch, in a worker: metrics to MLflow (rank 0), then a checkpoint and ``ray.train.report``.
+
+    MLflow goes first: an interruption between the two makes the resumed run redo an epoch MLflow
+    already holds (the tracker skips it) rather than lose one.
+    """
+
+    def __init__(self, tracker, rank: int, run_id: str | None) -> None:
+        self.tracker = tracker
+        self.rank = rank
+        self.run_id = run_id or ""
+
+    def __call__(self, state: dict, metrics: dict[str, float]) -> None:
+        import tempfile
+
+        import ray.train
+        from ray.train import Checkpoint
+
+        from uda3d.training.checkpoint import save_state
+
+        self.tracker.log_metrics(metrics, step=int(metrics["epoch"]))
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if self.rank == 0:
+                save_state(directory, {**state, "mlflow_run_id": self.run_id})
+                checkpoint = Checkpoint.from_directory(directory)
+            ray.train.report(dict(metrics, mlflow_run_id=self.run_id), checkpoint=checkpoint)
+
+
+def start_tracking(tracking, rank: int, run_name: str, params: dict, tags: dict, restored: dict | None):
+    """Rank 0's MLflow run (continued when resuming from a checkpoint that names it); a no-op tracker elsewhere."""
+    import ray
+    import torch
+
+    from uda3d.tracking import Tracker
+
+    tracker = Tracker(tracking if rank == 0 else None)
+    previous = (restored or {}).get("mlflow_run_id") or None
+    run_id = tracker.start(run_name, params=params, tags=dict(tags, ray=ray.__version__, torch=torch.__version__),
+                           run_id=previous) or previous
+    if restored is not None:
+        tracker.set_tags({"resumed_after_epoch": str(restored["epoch"])})
+    return tracker, run_id

@@ -1,0 +1,138 @@
+"""The 2D slice VAE of the method (METHOD.md section 2) and a whole-volume encoder around it.
+
+Encoder: Conv3x3 (1 -> gf) + BN + LeakyReLU(0.2); residual down blocks (main path conv s2 -> BN ->
+LReLU -> conv -> BN, shortcut conv s2 -> BN) doubling channels; the last block twice, as the mean
+and log-sigma heads, so the latent is ``latent_channels`` x 2 x 2 per slice. Decoder: the mirror
+with nearest-upsampling residual blocks, Conv + BN + LReLU, and a linear Conv3x3 to one channel.
+The number of down blocks is log2(slice_size / 2): 7 for 256^2 BraTS slices, 5 for 64^2 demo
+slices. The conv/BN/activation triplets are MONAI ``Convolution`` blocks (``spatial_dims=2``).
+BatchNorm sees one volume per batch, as the method trains, so its statistics are per volume.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from uda3d.data.slices import SliceConfig, volume_to_slices
+from uda3d.models.blocks import conv_block
+
+LEAKY = ("leakyrelu", {"negative_slope": 0.2})
+LATENT_SIZE = 2
+
+
+def n_blocks(slice_size: int) -> int:
+    """Down (and up) blocks taking a ``slice_size`` slice to a 2 x 2 latent."""
+    n = math.log2(slice_size / LATENT_SIZE)
+    if slice_size < 8 or n != int(n):
+        raise ValueError(f"slice size must be a power of two >= 8, got {slice_size}")
+    return int(n)
+
+
+class ResidualDown(nn.Module):
+    """conv s2 -> BN -> LReLU -> conv -> BN, plus conv s2 -> BN shortcut; LReLU of the sum unless ``head``."""
+
+    def __init__(self, in_ch: int, out_ch: int, head: bool = False) -> None:
+        super().__init__()
+        self.main = nn.Sequential(conv_block(2, in_ch, out_ch, 3, 2, 1, norm="batch", act=LEAKY),
+                                  conv_block(2, out_ch, out_ch, 3, 1, 1, norm="batch", act=None))
+        self.skip = conv_block(2, in_ch, out_ch, 3, 2, 1, norm="batch", act=None)
+        self.act = nn.Identity() if head else nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.main(x) + self.skip(x))
+
+
+class ResidualUp(nn.Module):
+    """nearest x2 -> conv -> BN -> LReLU -> conv -> BN, plus nearest x2 -> conv -> BN shortcut; LReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.main = nn.Sequential(conv_block(2, in_ch, out_ch, 3, 1, 1, norm="batch", act=LEAKY),
+                                  conv_block(2, out_ch, out_ch, 3, 1, 1, norm="batch", act=None))
+        self.skip = conv_block(2, in_ch, out_ch, 3, 1, 1, norm="batch", act=None)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)
+        return self.act(self.main(x) + self.skip(x))
+
+
+def channel_plan(slice_size: int, gf_dim: int) -> list[int]:
+    """Channels after the stem and each body block: gf, 2gf, 4gf, ... (the heads output latent_channels)."""
+    return [gf_dim * 2 ** i for i in range(n_blocks(slice_size))]
+
+
+class SliceEncoder(nn.Module):
+    """(S, 1, size, size) slices -> (mu, logsig), each (S, latent_channels, 2, 2)."""
+
+    def __init__(self, slice_size: int = 256, gf_dim: int = 4, latent_channels: int = 256) -> None:
+        super().__init__()
+        plan = channel_plan(slice_size, gf_dim)
+        self.stem = conv_block(2, 1, plan[0], 3, 1, 1, norm="batch", act=LEAKY)
+        self.body = nn.Sequential(*(ResidualDown(a, b) for a, b in zip(plan[:-1], plan[1:])))
+        self.mu_head = ResidualDown(plan[-1], latent_channels, head=True)
+        self.logsig_head = ResidualDown(plan[-1], latent_channels, head=True)
+        self.slice_size = slice_size
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(self.stem(x))
+        return self.mu_head(h), self.logsig_head(h)
+
+
+class SliceDecoder(nn.Module):
+    """(S, latent_channels, 2, 2) -> (S, 1, size, size), linear output (no sigmoid), as the method."""
+
+    def __init__(self, slice_size: int = 256, gf_dim: int = 4, latent_channels: int = 256) -> None:
+        super().__init__()
+        plan = channel_plan(slice_size, gf_dim)[::-1]
+        ups = [ResidualUp(latent_channels, plan[0])] + [ResidualUp(a, b) for a, b in zip(plan[:-1], plan[1:])]
+        self.body = nn.Sequential(*ups)
+        self.out = nn.Sequential(conv_block(2, plan[-1], plan[-1], 3, 1, 1, norm="batch", act=LEAKY),
+                                 nn.Conv2d(plan[-1], 1, 3, padding=1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(z))
+
+
+class SliceVAE(nn.Module):
+    """Encoder + decoder; ``forward`` returns (reconstruction, mu, logsig, z)."""
+
+    def __init__(self, slice_size: int = 256, gf_dim: int = 4, latent_channels: int = 256) -> None:
+        super().__init__()
+        self.encoder = SliceEncoder(slice_size, gf_dim, latent_channels)
+        self.decoder = SliceDecoder(slice_size, gf_dim, latent_channels)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        from uda3d.losses.kl import reparameterise
+
+        mu, logsig = self.encoder(x)
+        z = reparameterise(mu, logsig, generator)
+        return self.decoder(z), mu, logsig, z
+
+
+class VolumeEncoder(nn.Module):
+    """A whole (B, 1, D, H, W) volume -> slice latents (B, S, C, 2, 2) for mu and logsig.
+
+    Each volume is sliced exactly as the slice store slices T1 (``volume_to_slices``) and encoded as
+    one batch, so BatchNorm sees per-volume statistics as in training. Differentiable with respect
+    to the volume: the adaptation backpropagates through it into the generator.
+    """
+
+    def __init__(self, encoder: SliceEncoder, slice_config: SliceConfig) -> None:
+        super().__init__()
+        if encoder.slice_size != slice_config.size:
+            raise ValueError(f"encoder expects {encoder.slice_size}^2 slices, slice config makes {slice_config.size}^2")
+        self.encoder = encoder
+        self.slice_config = slice_config
+
+    def forward(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mus, logsigs = [], []
+        for v in volume[:, 0]:                                   # (D, H, W) per volume
+            mu, logsig = self.encoder(volume_to_slices(v, self.slice_config))  # (S, C, 2, 2)
+            mus.append(mu)
+            logsigs.append(logsig)
+        return torch.stack(mus), torch.stack(logsigs)

@@ -1,0 +1,200 @@
+"""The slice-VAE stage on Ray Train: ``run_vae`` (driver) and ``vae_worker`` (each DDP rank).
+
+Workers read the Parquet slice store through Ray Data. A volume is one batch and is never split
+across workers (BatchNorm statistics are per volume, as the method trains), so the driver gives
+each rank its own dataset of whole volumes (``volume_index`` filter pushed down to the Parquet
+reader, ``preserve_order`` on) instead of letting Ray split rows; ranks with one volume fewer
+repeat their first volume so every rank takes the same number of DDP steps. Rank 0 validates on
+the store's validation volumes and logs, at the end, a PNG of slices and reconstructions and a PNG
+of samples from the prior.
+"""
+
+from __future__ import annotations
+
+import platform as _platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uda3d.config import ScalingOptions, VAEConfig, from_dict
+from uda3d.data.slice_store import SliceStore, open_slice_store, rank_volumes, steps_per_epoch
+from uda3d.errors import DataError
+from uda3d.tracking import TrackingConfig, ensure_experiment, git_commit
+
+RECON_FIGURE, PRIOR_FIGURE = "reconstructions.png", "prior_samples.png"
+MATERIALIZE_BELOW_BYTES = 2 * 2**30
+
+
+@dataclass(frozen=True)
+class VAERun:
+    """Everything one slice-VAE training needs."""
+
+    store: str
+    workdir: str
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    scaling: ScalingOptions = field(default_factory=ScalingOptions)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=None))
+    train_split: str = "domain1_train"
+    val_split: str = "domain1_val"
+    run_name: str = "vae"
+    resume: bool = False
+    progress: bool = True
+    verbose: bool = False
+
+    @property
+    def storage_path(self) -> str:
+        return str((Path(self.workdir) / "ray_results").resolve())
+
+
+@dataclass(frozen=True)
+class VAEResult:
+    checkpoint: str
+    metrics: dict[str, Any]
+    mlflow_run_id: str | None
+
+
+def split_volumes(store: SliceStore, split: str) -> list[int]:
+    return [v["volume_index"] for v in store.volumes if v["split"] == split]
+
+
+def store_volumes(store: SliceStore, volume_ids: list[int]):
+    """Yield (S, 1, size, size) tensors of the given volumes, read with pyarrow (validation, baselines)."""
+    import pyarrow.dataset as ds
+    import torch
+
+    size = store.slice_config.size
+    dataset = ds.dataset(store.shard_paths, format="parquet")
+    for vid in volume_ids:
+        table = dataset.to_table(columns=["slice"], filter=ds.field("volume_index") == vid)
+        values = table.column("slice").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        yield torch.from_numpy(values.reshape(-1, 1, size, size).copy())
+
+
+def run_vae(run: VAERun) -> VAEResult:
+    """Train the slice VAE on the store's ``train_split`` volumes with Ray Train + Ray Data."""
+    import ray.data
+    from ray.data import ExecutionOptions
+    from ray.data.expressions import col
+    from ray.train import DataConfig
+
+    from uda3d.training.ray_runtime import ensure_ray, latest_checkpoint_on_disk, launch, run_folder
+    from uda3d.training.vae import mean_slice_baseline
+
+    store = open_slice_store(run.store, verify=True)
+    train_ids, val_ids = split_volumes(store, run.train_split), split_volumes(store, run.val_split)
+    if not train_ids:
+        raise DataError(run.store, f"no volumes of split {run.train_split!r} in the slice store")
+    world = run.scaling.num_workers
+    if world > len(train_ids):
+        raise DataError(run.store, f"{len(train_ids)} training volumes cannot feed {world} workers (one volume "
+                                   "per batch); use fewer --num-workers")
+    folder = run_folder(run.storage_path, run.run_name, run.resume)
+    ensure_experiment(run.tracking)
+    _, baseline = mean_slice_baseline(store_volumes(store, train_ids), store_volumes(store, val_ids or train_ids))
+
+    ensure_ray(run.scaling.address, run.scaling.num_workers * run.scaling.cpus_per_worker)
+    ray.data.DataContext.get_current().enable_progress_bars = run.verbose
+    store_bytes = sum(Path(p).stat().st_size for p in store.shard_paths)
+    datasets = {}
+    for rank in range(world):
+        ids = [train_ids[i] for i in rank_volumes(len(train_ids), world, rank)]
+        ds = ray.data.read_parquet(store.shard_paths).select_columns(["volume_index", "slice"]).filter(
+            expr=col("volume_index").is_in(ids))
+        # A store that fits comfortably in the object store is read once, not once per epoch.
+        datasets[f"train_rank{rank}"] = ds.materialize() if store_bytes < MATERIALIZE_BELOW_BYTES else ds
+    payload = {"store": str(Path(run.store).resolve()), "vae": asdict(run.vae), "tracking": asdict(run.tracking),
+               "run_name": run.run_name, "progress": run.progress, "verbose": run.verbose, "val_ids": val_ids,
+               "steps_per_epoch": steps_per_epoch(len(train_ids), world), "baseline_mse": baseline,
+               "train_volumes": len(train_ids),
+               "resume_from": latest_checkpoint_on_disk(folder) if run.resume else None,
+               "tags": {"git_commit": git_commit(Path(__file__).parent), "stage": "vae",
+                        "python": _platform.python_version(), "slice_store": str(Path(run.store).resolve())}}
+    result = launch(vae_worker, payload, run.scaling, run.run_name, run.storage_path, run.verbose,
+                    datasets=datasets,
+                    data_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(
+                        preserve_order=True)))
+    return VAEResult(checkpoint=result.checkpoint.path, metrics=dict(result.metrics),
+                     mlflow_run_id=result.metrics.get("mlflow_run_id") or None)
+
+
+def _volume_batches(shard, slices_per_volume: int, size: int, steps: int):
+    """Per-volume (S, 1, size, size) batches from this rank's Ray Data shard, padded to ``steps``."""
+    first = None
+    taken = 0
+    for batch in shard.iter_torch_batches(batch_size=slices_per_volume, drop_last=False):
+        ids = batch["volume_index"]
+        if len(ids) != slices_per_volume or bool((ids != ids[0]).any()):
+            raise DataError("slice store", f"a batch mixed volumes or was short ({len(ids)} rows); expected "
+                                           f"{slices_per_volume} rows of one volume")
+        slices = batch["slice"].reshape(-1, 1, size, size).float()
+        first = slices if first is None else first
+        taken += 1
+        yield slices
+    while taken < steps and first is not None:  # equal DDP steps on every rank
+        taken += 1
+        yield first
+
+
+def vae_worker(payload: dict[str, Any]) -> None:
+    """The per-rank VAE training loop (inside a Ray Train worker)."""
+    import ray.data
+    import ray.train
+
+    from uda3d.training.ray_runtime import EpochReporter, restore_state, start_tracking
+    from uda3d.training.vae import VAETrainer, fit_vae
+
+    ray.data.DataContext.get_current().enable_progress_bars = payload["progress"] and payload.get("verbose", False)
+    config = from_dict(VAEConfig, payload["vae"])
+    store = open_slice_store(payload["store"])
+    size, per_volume = store.slice_config.size, store.slices_per_volume
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    device = ray.train.torch.get_device()
+    trainer = VAETrainer(config, size, device, wrap=ray.train.torch.prepare_model)
+    restored = restore_state(device, payload.get("resume_from"))
+    if restored is not None:
+        trainer.load_state_dict(restored)
+    params = {"vae": asdict(config), "slice_config": store.manifest["slice_config"],
+              "world_size": ctx.get_world_size(), "train_volumes": payload["train_volumes"]}
+    tracker, run_id = start_tracking(TrackingConfig(**payload["tracking"]), rank, payload["run_name"], params,
+                                     payload["tags"], restored)
+    report_epoch = EpochReporter(tracker, rank, run_id)
+    shard = ray.train.get_dataset_shard(f"train_rank{rank}")
+    val_ids = payload["val_ids"]
+
+    def on_epoch_end(t: VAETrainer, metrics: dict[str, float]) -> None:
+        if rank == 0:
+            metrics["val_mse_mean_slice"] = payload["baseline_mse"]
+        report_epoch(t.state_dict() if rank == 0 else {}, metrics)
+
+    fit_vae(trainer, lambda epoch: _volume_batches(shard, per_volume, size, payload["steps_per_epoch"]),
+            (lambda: store_volumes(store, val_ids)) if rank == 0 and val_ids else None,
+            report=lambda m: None, on_epoch_end=on_epoch_end, progress=payload["progress"] and rank == 0)
+    if rank == 0 and tracker.enabled:
+        _log_figures(tracker, trainer, store, val_ids)
+    tracker.end()
+
+
+def _log_figures(tracker, trainer, store: SliceStore, val_ids: list[int]) -> None:
+    """Five slices around the centre of a validation volume with their reconstructions; prior samples."""
+    import torch
+
+    from uda3d.viz import slice_grid
+
+    ids = val_ids or split_volumes(store, store.volumes[0]["split"])
+    slices = next(store_volumes(store, ids[:1]))
+    recon = trainer.reconstruct(slices)
+    keep = slices.shape[0] // 2 + (slices.shape[0] // 8) * torch.arange(-2, 3)
+    prior = trainer.sample_prior(10, torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as directory:
+        a = slice_grid(Path(directory) / RECON_FIGURE, [slices[keep, 0].numpy(), recon[keep, 0].numpy()],
+                       ["slice", "reconstruction"], title=f"slice VAE, epoch {trainer.epoch}")
+        b = slice_grid(Path(directory) / PRIOR_FIGURE, [prior[:5, 0].numpy(), prior[5:, 0].numpy()],
+                       ["prior sample", "prior sample"], title="samples from N(0, I)")
+        tracker.log_artifact(a, "figures")
+        tracker.log_artifact(b, "figures")
+        from uda3d.training.checkpoint import save_state
+
+        save_state(directory, trainer.state_dict())
+        tracker.log_artifact(Path(directory) / "state.pt", "checkpoint")
