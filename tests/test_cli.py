@@ -14,7 +14,8 @@ import pytest
 from uda3d.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["cohort", "ingest-brats", "validate-data", "preprocess", "train-backbone", "demo"]
+COMMANDS = ["cohort", "ingest-brats", "validate-data", "preprocess", "train-backbone", "slices", "train-vae",
+            "demo"]
 
 
 def _subcommands() -> list[str]:
@@ -103,18 +104,21 @@ def test_demo_runs_every_stage(tmp_path, capsys):
 
     try:
         code = main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
-                     "--shape", "24", "24", "24", "--backbone-epochs", "3", "--quiet"])
+                     "--shape", "24", "24", "24", "--backbone-epochs", "3", "--vae-epochs", "2",
+                     "--slice-size", "32", "--quiet"])
     finally:
         ray.shutdown()
     out = capsys.readouterr().out
     assert code == 0, out
-    for step in ("[1/5] cohort", "[2/5] validate-data", "[3/5] preprocess", "[4/5] train-backbone", "[5/5] evaluate"):
+    for step in ("[1/7] cohort", "[2/7] validate-data", "[3/7] preprocess", "[4/7] train-backbone",
+                 "[5/7] evaluate", "[6/7] slices", "[7/7] train-vae"):
         assert step in out
     assert re.search(r"load time: [\d.]+ s decoding, [\d.]+ s from cache", out)
     assert re.search(r"domain1_test +\d+\.\d+ +[-\d.]+ +\d\.\d+", out)
     assert re.search(r"domain gap: [+-]\d+\.\d+ dB", out)
     assert (tmp_path / "demo" / "cohort" / "cohort.json").is_file()
     assert (tmp_path / "demo" / "mlflow.db").is_file()
+    assert re.search(r"validation reconstruction MSE \d\.\d+ vs \d\.\d+ for the mean training slice", out)
 
 
 def _readme_commands() -> list[str]:
@@ -134,8 +138,9 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
 
 
 def test_demo_epoch_default_matches_the_library():
-    from uda3d.cli import DEMO_BACKBONE_EPOCHS
-    from uda3d.demo import DEMO_BACKBONE
+    from uda3d import cli, demo
 
-    assert DEMO_BACKBONE_EPOCHS == DEMO_BACKBONE.epochs
-    assert DEMO_BACKBONE.epochs_decay == DEMO_BACKBONE.epochs // 3
+    assert cli.DEMO_BACKBONE_EPOCHS == demo.DEMO_BACKBONE.epochs
+    assert cli.DEMO_VAE_EPOCHS == demo.DEMO_VAE.epochs
+    assert cli.DEMO_SLICE_SIZE == demo.DEMO_SLICE_SIZE
+    assert demo.DEMO_BACKBONE.epochs_decay == demo.DEMO_BACKBONE.epochs // 3

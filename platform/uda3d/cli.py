@@ -17,7 +17,10 @@ from uda3d import __version__
 from uda3d.errors import Uda3dError
 
 EXIT_BAD_INPUT = 2
-DEMO_BACKBONE_EPOCHS = 30  # uda3d.demo.DEMO_BACKBONE.epochs, kept here so --help needs no heavy import
+# uda3d.demo's defaults, repeated here so --help needs no heavy import (a test keeps them equal)
+DEMO_BACKBONE_EPOCHS = 30
+DEMO_VAE_EPOCHS = 20
+DEMO_SLICE_SIZE = 64
 
 
 class _Parser(argparse.ArgumentParser):
@@ -208,11 +211,13 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from uda3d.demo import DEMO_BACKBONE, DemoConfig, run_demo
+    from uda3d.demo import DEMO_BACKBONE, DEMO_VAE, DemoConfig, run_demo
 
     backbone = dataclasses.replace(DEMO_BACKBONE, epochs=args.backbone_epochs, epochs_decay=args.backbone_epochs // 3)
+    vae = dataclasses.replace(DEMO_VAE, epochs=args.vae_epochs)
     config = DemoConfig(workdir=Path(args.workdir), subjects_per_site=args.subjects_per_site,
-                        shape=tuple(args.shape), seed=args.seed, backbone=backbone, address=args.address)
+                        shape=tuple(args.shape), seed=args.seed, backbone=backbone, vae=vae,
+                        slice_size=args.slice_size, address=args.address)
     run_demo(config, progress=not args.quiet)
     return 0
 
@@ -322,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--backbone-epochs", type=_positive_int, default=DEMO_BACKBONE_EPOCHS,
                    help="constant-lr backbone epochs (a third as many decay epochs follow)")
+    p.add_argument("--vae-epochs", type=_positive_int, default=DEMO_VAE_EPOCHS)
+    p.add_argument("--slice-size", type=_positive_int, default=DEMO_SLICE_SIZE, help="VAE slice side (power of 2)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     return parser
 
