@@ -84,7 +84,6 @@ def _scaling_options(args: argparse.Namespace):
 
 def _add_run_options(p: argparse.ArgumentParser, default_name: str) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--dataroot", type=Path, required=True, help="BraTS-layout root")
     g.add_argument("--workdir", type=Path, default=Path("uda3d-runs"),
                    help="cache, Ray results and the default MLflow store (sqlite) live here")
     g.add_argument("--run-name", default=default_name, help=f"Ray/MLflow run name (default {default_name})")
@@ -102,6 +101,14 @@ def _tracking(args: argparse.Namespace):
     if args.no_tracking:
         return TrackingConfig(uri=None)
     return resolve_tracking(args.workdir, args.experiment, args.tracking_uri)
+
+
+def _print_result(stage: str, result, keys: list[str]) -> None:
+    shown = {k: round(result.metrics[k], 5) for k in ["epoch", *keys] if k in result.metrics}
+    print(f"{stage} checkpoint: {result.checkpoint}")
+    print(f"final metrics: {shown}")
+    if result.mlflow_run_id:
+        print(f"MLflow run: {result.mlflow_run_id}")
 
 
 # --- handlers -------------------------------------------------------------------------------------
@@ -165,11 +172,7 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
                       source_domain=args.source_domain, run_name=args.run_name, resume=args.resume,
                       progress=not args.quiet, verbose=args.verbose)
     result = run_backbone(run)
-    shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_") or k == "epoch"}
-    print(f"backbone checkpoint: {result.checkpoint}")
-    print(f"final metrics: {shown}")
-    if result.mlflow_run_id:
-        print(f"MLflow run: {result.mlflow_run_id}")
+    _print_result("backbone", result, [k for k in result.metrics if k.startswith("val_")])
     return 0
 
 
@@ -199,12 +202,7 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
                  tracking=_tracking(args), train_split=f"{args.domain}_train", val_split=f"{args.domain}_val",
                  run_name=args.run_name, resume=args.resume, progress=not args.quiet, verbose=args.verbose)
     result = run_vae(run)
-    shown = {k: round(v, 5) for k, v in result.metrics.items() if k in ("epoch", "recon_mse", "val_recon_mse",
-                                                                        "val_mse_mean_slice", "kl_per_element")}
-    print(f"VAE checkpoint: {result.checkpoint}")
-    print(f"final metrics: {shown}")
-    if result.mlflow_run_id:
-        print(f"MLflow run: {result.mlflow_run_id}")
+    _print_result("VAE", result, ["recon_mse", "kl_per_element", "val_recon_mse", "val_mse_mean_slice"])
     return 0
 
 
@@ -272,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train-backbone", cmd_train_backbone,
             "train the 3D pix2pix backbone (FLAIR+T2 -> T1) on the source site with Ray Train, tracked in MLflow")
+    p.add_argument("--dataroot", type=Path, required=True, help="BraTS-layout root")
     _add_run_options(p, "backbone")
     p.add_argument("--source-domain", default="domain1", help="trains on <domain>_train, validates on <domain>_val")
     g = p.add_argument_group("model and optimisation (defaults: the method's)")
@@ -303,14 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train-vae", cmd_train_vae, "train the 2D slice VAE prior on a slice store with Ray Train + Ray Data")
     p.add_argument("--store", type=Path, required=True, help="slice store from 'uda3d slices'")
-    p.add_argument("--workdir", type=Path, default=Path("uda3d-runs"))
     p.add_argument("--domain", default="domain1", help="trains on <domain>_train volumes, validates on <domain>_val")
-    p.add_argument("--run-name", default="vae")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--experiment", default="uda3d")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--no-tracking", action="store_true")
-    p.add_argument("--verbose", action="store_true")
+    _add_run_options(p, "vae")
     g = p.add_argument_group("model and optimisation (defaults: the method's)")
     g.add_argument("--gf-dim", type=_positive_int, default=4)
     g.add_argument("--latent-channels", type=_positive_int, default=256)

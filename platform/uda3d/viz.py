@@ -9,6 +9,20 @@ import numpy as np
 from uda3d.io.atomic import atomic_file
 
 
+def save_figure(fig, path: str | Path, title: str = "") -> Path:
+    """Title, tighten and write ``fig`` as PNG atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return path
+
+
 def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
     """Axial, coronal and sagittal mid slices of an IPL-oriented (D=I, H=P, W=L) volume."""
     d, h, w = (s // 2 for s in volume.shape)
@@ -44,14 +58,7 @@ def synthesis_figure(path: str | Path, inputs: np.ndarray, target: np.ndarray | 
                 ax.set_title(plane)
             if c == 0:
                 ax.set_ylabel(name)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def slice_grid(path: str | Path, rows: list[np.ndarray], labels: list[str], title: str = "") -> Path:
@@ -72,11 +79,4 @@ def slice_grid(path: str | Path, rows: list[np.ndarray], labels: list[str], titl
                 ax.imshow(row[c], cmap="gray", vmin=0, vmax=1)
             if c == 0:
                 ax.set_ylabel(label)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

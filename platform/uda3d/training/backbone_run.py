@@ -23,6 +23,7 @@ from uda3d.data.layout import discover, fingerprint
 from uda3d.data.prepare import preprocess_root
 from uda3d.errors import DataError
 from uda3d.tracking import Tracker, TrackingConfig, ensure_experiment, git_commit
+from uda3d.training.ray_runtime import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +56,7 @@ class BackboneRun:
         return str((Path(self.workdir) / "cache").resolve())
 
 
-@dataclass(frozen=True)
-class BackboneResult:
-    """Where the trained backbone is and how it did."""
-
-    checkpoint: str
-    metrics: dict[str, Any]
-    mlflow_run_id: str | None
-
-
-def run_backbone(run: BackboneRun) -> BackboneResult:
+def run_backbone(run: BackboneRun) -> TrainResult:
     """Train the backbone on ``run.source_domain``'s train split, validating on its val split."""
     from uda3d.training.ray_runtime import latest_checkpoint_on_disk, launch, run_folder
 
@@ -80,13 +72,12 @@ def run_backbone(run: BackboneRun) -> BackboneResult:
         "dataroot": str(Path(run.dataroot).resolve()), "splits": list(splits), "cache_dir": run.cache_dir,
         "backbone": asdict(run.backbone), "preprocess": asdict(run.preprocess),
         "tracking": asdict(run.tracking), "run_name": run.run_name, "progress": run.progress,
+        "verbose": run.verbose,
         "tags": {"git_commit": git_commit(Path(__file__).parent), "dataset_fingerprint": fingerprint(subjects),
                  "stage": "backbone", "python": _platform.python_version()},
         "resume_from": latest_checkpoint_on_disk(folder) if run.resume else None,
     }
-    result = launch(backbone_worker, payload, run.scaling, run.run_name, run.storage_path, run.verbose)
-    return BackboneResult(checkpoint=result.checkpoint.path, metrics=dict(result.metrics),
-                          mlflow_run_id=result.metrics.get("mlflow_run_id") or None)
+    return launch(backbone_worker, payload, run.scaling, run.run_name, run.storage_path, run.verbose)
 
 
 def backbone_worker(payload: dict[str, Any]) -> None:
@@ -97,9 +88,17 @@ def backbone_worker(payload: dict[str, Any]) -> None:
 
     from uda3d.data.datasets import paired_dataset
     from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
-    from uda3d.training.ray_runtime import EpochReporter, gather_strings, restore_state, start_tracking, weights_digest
+    from uda3d.training.ray_runtime import (
+        EpochReporter,
+        gather_strings,
+        quiet_worker_logs,
+        restore_state,
+        start_tracking,
+        weights_digest,
+    )
     from uda3d.training.runtime import seed_everything, unwrap
 
+    quiet_worker_logs(payload["verbose"])
     config = from_dict(BackboneConfig, payload["backbone"])
     preprocess = from_dict(PreprocessConfig, payload["preprocess"])
     ctx = ray.train.get_context()

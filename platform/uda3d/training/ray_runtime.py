@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -76,9 +78,29 @@ def gather_strings(value: str) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished distributed stage left: its last checkpoint, last metrics and MLflow run."""
+
+    checkpoint: str
+    metrics: dict[str, Any]
+    mlflow_run_id: str | None
+
+
+def quiet_worker_logs(verbose: bool) -> None:
+    """Inside a worker: hide Ray Train's per-report and Ray Data's per-epoch INFO lines unless ``verbose``.
+
+    Some of them come from loggers outside ``ray.train`` (named by file path), which Ray's
+    ``LoggingConfig`` does not reach, so the worker's root and ``ray.data`` loggers are raised too.
+    """
+    if not verbose:
+        for name in ("", "ray.data", "ray.train"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def launch(worker, payload: dict, scaling: ScalingOptions, run_name: str, storage_path: str, verbose: bool = False,
-           datasets: dict | None = None, data_config=None):
-    """Run ``worker(payload)`` on a ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPUs) and return its result.
+           datasets: dict | None = None, data_config=None) -> TrainResult:
+    """Run ``worker(payload)`` on a ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPUs).
 
     Checkpoints go to ``storage_path/run_name`` (the two most recent are kept); ``max_failures``
     restarts a failed worker group from the latest one. Raises the run's error if it failed.
@@ -99,7 +121,8 @@ def launch(worker, payload: dict, scaling: ScalingOptions, run_name: str, storag
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    return result
+    return TrainResult(checkpoint=result.checkpoint.path, metrics=dict(result.metrics),
+                       mlflow_run_id=result.metrics.get("mlflow_run_id") or None)
 
 
 def latest_checkpoint_on_disk(folder: str | Path) -> str | None:

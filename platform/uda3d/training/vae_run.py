@@ -21,6 +21,7 @@ from uda3d.config import ScalingOptions, VAEConfig, from_dict
 from uda3d.data.slice_store import SliceStore, open_slice_store, rank_volumes, steps_per_epoch
 from uda3d.errors import DataError
 from uda3d.tracking import TrackingConfig, ensure_experiment, git_commit
+from uda3d.training.ray_runtime import TrainResult
 
 RECON_FIGURE, PRIOR_FIGURE = "reconstructions.png", "prior_samples.png"
 MATERIALIZE_BELOW_BYTES = 2 * 2**30
@@ -47,13 +48,6 @@ class VAERun:
         return str((Path(self.workdir) / "ray_results").resolve())
 
 
-@dataclass(frozen=True)
-class VAEResult:
-    checkpoint: str
-    metrics: dict[str, Any]
-    mlflow_run_id: str | None
-
-
 def split_volumes(store: SliceStore, split: str) -> list[int]:
     return [v["volume_index"] for v in store.volumes if v["split"] == split]
 
@@ -71,7 +65,7 @@ def store_volumes(store: SliceStore, volume_ids: list[int]):
         yield torch.from_numpy(values.reshape(-1, 1, size, size).copy())
 
 
-def run_vae(run: VAERun) -> VAEResult:
+def run_vae(run: VAERun) -> TrainResult:
     """Train the slice VAE on the store's ``train_split`` volumes with Ray Train + Ray Data."""
     import ray.data
     from ray.data import ExecutionOptions
@@ -94,7 +88,9 @@ def run_vae(run: VAERun) -> VAEResult:
     _, baseline = mean_slice_baseline(store_volumes(store, train_ids), store_volumes(store, val_ids or train_ids))
 
     ensure_ray(run.scaling.address, run.scaling.num_workers * run.scaling.cpus_per_worker)
-    ray.data.DataContext.get_current().enable_progress_bars = run.verbose
+    data_context = ray.data.DataContext.get_current()
+    data_context.enable_progress_bars = run.verbose
+    data_context.execution_options.preserve_order = True  # rows stay volume by volume, slice by slice
     store_bytes = sum(Path(p).stat().st_size for p in store.shard_paths)
     datasets = {}
     for rank in range(world):
@@ -110,12 +106,8 @@ def run_vae(run: VAERun) -> VAEResult:
                "resume_from": latest_checkpoint_on_disk(folder) if run.resume else None,
                "tags": {"git_commit": git_commit(Path(__file__).parent), "stage": "vae",
                         "python": _platform.python_version(), "slice_store": str(Path(run.store).resolve())}}
-    result = launch(vae_worker, payload, run.scaling, run.run_name, run.storage_path, run.verbose,
-                    datasets=datasets,
-                    data_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(
-                        preserve_order=True)))
-    return VAEResult(checkpoint=result.checkpoint.path, metrics=dict(result.metrics),
-                     mlflow_run_id=result.metrics.get("mlflow_run_id") or None)
+    return launch(vae_worker, payload, run.scaling, run.run_name, run.storage_path, run.verbose, datasets=datasets,
+                  data_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)))
 
 
 def _volume_batches(shard, slices_per_volume: int, size: int, steps: int):
@@ -141,10 +133,11 @@ def vae_worker(payload: dict[str, Any]) -> None:
     import ray.data
     import ray.train
 
-    from uda3d.training.ray_runtime import EpochReporter, restore_state, start_tracking
+    from uda3d.training.ray_runtime import EpochReporter, quiet_worker_logs, restore_state, start_tracking
     from uda3d.training.vae import VAETrainer, fit_vae
 
-    ray.data.DataContext.get_current().enable_progress_bars = payload["progress"] and payload.get("verbose", False)
+    quiet_worker_logs(payload["verbose"])
+    ray.data.DataContext.get_current().enable_progress_bars = payload["progress"] and payload["verbose"]
     config = from_dict(VAEConfig, payload["vae"])
     store = open_slice_store(payload["store"])
     size, per_volume = store.slice_config.size, store.slices_per_volume
