@@ -191,3 +191,45 @@ class VAEConfig:
             raise ConfigError("lr", f"expected 0 < lr < 1, got {self.lr}")
         if self.seed < 0:
             raise ConfigError("seed", f"expected a non-negative integer, got {self.seed}")
+
+
+SLICE_ORDERS = ("intended", "faithful")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptConfig:
+    """The method's adaptation stage (METHOD.md section 3); defaults follow its README run.
+
+    Attributes:
+        ele_percent: keep the largest ele_percent % of latent KL elements (55 in the README run).
+        kl_weight: weight of the latent objective (1 in the method).
+        lr: Adam learning rate of the generator for both steps (1e-6 in the method).
+        epochs: passes over the target volumes (5 in the method).
+        target_subjects: use only the first N target volumes (sorted ids); None uses all.
+        slice_order: ``intended`` (anatomical slices, our default) or ``faithful`` (the code's raw view).
+        source_step: also take the ordinary supervised step on a source pair each iteration (the method).
+        seed: pairs target volumes with source T1 volumes and orders the data.
+    """
+
+    ele_percent: float = 55.0
+    kl_weight: float = 1.0
+    lr: float = 1e-6
+    epochs: int = 5
+    target_subjects: int | None = None
+    slice_order: str = "intended"
+    source_step: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ele_percent <= 100:
+            raise ConfigError("ele_percent", f"expected 0 < ele_percent <= 100, got {self.ele_percent}")
+        if self.kl_weight < 0:
+            raise ConfigError("kl_weight", f"expected >= 0, got {self.kl_weight}")
+        if not 0 < self.lr < 1:
+            raise ConfigError("lr", f"expected 0 < lr < 1, got {self.lr}")
+        if self.epochs < 1:
+            raise ConfigError("epochs", f"expected a positive integer, got {self.epochs}")
+        if self.target_subjects is not None and self.target_subjects < 1:
+            raise ConfigError("target_subjects", f"expected a positive integer, got {self.target_subjects}")
+        if self.slice_order not in SLICE_ORDERS:
+            raise ConfigError("slice_order", f"expected one of {list(SLICE_ORDERS)}, got {self.slice_order!r}")

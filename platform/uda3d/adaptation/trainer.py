@@ -1,0 +1,141 @@
+"""The adaptation loop as plain PyTorch (METHOD.md section 3), with the label-free guards applied.
+
+Each iteration: (1) the ordinary supervised pix2pix step on a source pair (``Pix2PixTrainer``);
+(2) the target step: generate T1 for a target volume, encode it and an unpaired real source T1
+slice by slice with the frozen slice-VAE encoder (BatchNorm on per-volume statistics, as trained),
+and step the generator on the top-``ele_percent`` % latent KL. After each epoch the source-val PSNR
+and the target outputs' brain intensity statistics are recorded; ``fit_adapt`` stops at the first
+epoch that breaks a guard and restores the generator of the epoch it keeps (``GuardDecision``).
+The objective value is reported each epoch; target metrics are never used here.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from uda3d.adaptation.guards import EpochRecord, GuardConfig, GuardDecision, choose_checkpoint, violation
+from uda3d.adaptation.objective import latent_alignment_loss, order_for_slicing
+from uda3d.config import AdaptConfig
+from uda3d.data.slices import SliceConfig
+from uda3d.models.vae2d import SliceEncoder, VolumeEncoder
+from uda3d.training.pix2pix import Pix2PixTrainer
+from uda3d.training.runtime import unwrap
+
+Batch = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    """Per-epoch records, the guard's decision and the objective history (epoch 0 = before)."""
+
+    start: EpochRecord
+    epochs: list[EpochRecord]
+    objective: list[float]
+    decision: GuardDecision
+
+
+class AdaptTrainer:
+    """A backbone trainer plus the frozen VAE encoder and the target step."""
+
+    def __init__(self, backbone: Pix2PixTrainer, encoder: SliceEncoder, slice_config: SliceConfig,
+                 config: AdaptConfig) -> None:
+        self.backbone = backbone
+        self.config = config
+        for group in backbone.opt_g.param_groups + backbone.opt_d.param_groups:
+            group["lr"] = config.lr
+        encoder = encoder.to(backbone.device)
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        encoder.train()  # per-volume BatchNorm statistics, as the VAE was trained (METHOD.md section 7)
+        if config.slice_order == "faithful":
+            slice_config = SliceConfig(size=slice_config.size, plane="axial", low=slice_config.low,
+                                       high=slice_config.high)
+        self.volume_encoder = VolumeEncoder(encoder, slice_config)
+
+    def encode(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, D, H, W) -> slice posteriors, in the configured slice order."""
+        ordered = torch.stack([order_for_slicing(v[0], self.config.slice_order)[None] for v in volume])
+        return self.volume_encoder(ordered)
+
+    def objective(self, target_inputs: torch.Tensor, real_t1: torch.Tensor) -> torch.Tensor:
+        """The latent alignment loss of the generator's output for ``target_inputs`` against ``real_t1``."""
+        device = self.backbone.device
+        fake = self.backbone.generator(target_inputs.to(device))
+        mu_f, ls_f = self.encode(fake.float())
+        with torch.no_grad():
+            mu_r, ls_r = self.encode(real_t1.to(device).float())
+        return latent_alignment_loss(mu_r, ls_r, mu_f, ls_f, self.config.ele_percent, self.config.kl_weight)
+
+    def target_step(self, target_inputs: torch.Tensor, real_t1: torch.Tensor) -> float:
+        opt = self.backbone.opt_g
+        opt.zero_grad(set_to_none=True)
+        loss = self.objective(target_inputs, real_t1)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def record(self, epoch: int, source_val: Iterable[Batch], target: Iterable[Batch]) -> EpochRecord:
+        """Source-val PSNR and the target outputs' mean/std inside the brain (no target labels used)."""
+        psnr = self.backbone.evaluate(source_val)["psnr"]
+        values = []
+        for batch in target:
+            out = self.backbone.predict(batch["input"])
+            values.append(out[batch["mask"] > 0])
+        voxels = torch.cat(values)
+        return EpochRecord(epoch, psnr, float(voxels.mean()), float(voxels.std()))
+
+    @torch.no_grad()
+    def mean_objective(self, target: Iterable[Batch], references: Sequence[torch.Tensor]) -> float:
+        """The objective averaged over the target volumes (each paired as in training)."""
+        values = [float(self.objective(b["input"], references[i % len(references)]))
+                  for i, b in enumerate(target)]
+        return sum(values) / len(values)
+
+
+def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Batch]],
+              target_batches: Callable[[], Iterable[Batch]], source_val: Callable[[], Iterable[Batch]],
+              references: Sequence[torch.Tensor], guards: GuardConfig,
+              report: Callable[[dict[str, float]], None] = lambda m: None) -> AdaptResult:
+    """Adapt for ``config.epochs`` epochs under the guards; the generator ends as the kept epoch's.
+
+    Args:
+        source_batches: epoch -> source pairs for the supervised step (cycled to the target length).
+        target_batches: unlabeled target volumes (``input`` and ``mask``).
+        source_val: labelled source-validation volumes for the guard.
+        references: real source T1 volumes (B, 1, D, H, W), paired with target volumes by index modulo.
+    """
+    generator = unwrap(trainer.backbone.generator)
+    start = trainer.record(0, source_val(), target_batches())
+    objective = [trainer.mean_objective(target_batches(), references)]
+    report({"epoch": 0.0, "objective": objective[0], "source_val_psnr": start.source_psnr})
+    saved = {0: copy.deepcopy(generator.state_dict())}
+    records: list[EpochRecord] = []
+    for epoch in range(1, trainer.config.epochs + 1):
+        source_iter = iter(source_batches(epoch))
+        for i, target in enumerate(target_batches()):
+            if trainer.config.source_step:
+                try:
+                    batch = next(source_iter)
+                except StopIteration:
+                    source_iter = iter(source_batches(epoch))
+                    batch = next(source_iter)
+                trainer.backbone.train_step(batch)
+            trainer.target_step(target["input"], references[i % len(references)])
+        record = trainer.record(epoch, source_val(), target_batches())
+        records.append(record)
+        objective.append(trainer.mean_objective(target_batches(), references))
+        saved[epoch] = copy.deepcopy(generator.state_dict())
+        report({"epoch": float(epoch), "objective": objective[-1], "source_val_psnr": record.source_psnr,
+                "target_mean": record.target_mean, "target_std": record.target_std})
+        if violation(record, start, guards):
+            break
+    decision = choose_checkpoint(start, records, guards)
+    generator.load_state_dict(saved[decision.kept_epoch])
+    return AdaptResult(start=start, epochs=records, objective=objective, decision=decision)

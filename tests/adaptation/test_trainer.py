@@ -1,0 +1,72 @@
+"""The adaptation loop: the objective moves, and with a destructive lr the guard rolls back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from uda3d.adaptation.guards import GuardConfig
+from uda3d.adaptation.trainer import AdaptTrainer, fit_adapt
+from uda3d.config import AdaptConfig, BackboneConfig, PreprocessConfig, VAEConfig
+from uda3d.data.datasets import paired_dataset, unpaired_dataset
+from uda3d.data.layout import discover
+from uda3d.data.slices import SliceConfig, volume_to_slices
+from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
+from uda3d.training.vae import VAETrainer, fit_vae
+
+CPU = torch.device("cpu")
+SLICES = SliceConfig(size=32)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_cohort, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    pre = PreprocessConfig()
+    s = discover(tiny_cohort)
+    src_train = paired_dataset(s["domain1_train"], pre, cache)
+    src_val = paired_dataset(s["domain1_val"], pre, cache)
+    target = unpaired_dataset(s["domain2_train"], pre, cache)
+    backbone_config = BackboneConfig(ngf=4, ndf=4, lr=2e-3, epochs=4, epochs_decay=0, augment=False)
+    backbone = Pix2PixTrainer(backbone_config, CPU)
+    fit_backbone(backbone, lambda e: DataLoader(src_train, batch_size=1), None, lambda m: None)
+    vae = VAETrainer(VAEConfig(latent_channels=8, lr=3e-3, epochs=4), 32, CPU)
+    volumes = [volume_to_slices(src_train[i]["target"][0], SLICES) for i in range(len(src_train))]
+    fit_vae(vae, lambda e: volumes, None, lambda m: None)
+    references = [src_train[i]["target"][None] for i in range(len(src_train))]
+    return backbone.state_dict(), vae.model.encoder, src_train, src_val, target, references
+
+
+def _run(setup, config: AdaptConfig, guards: GuardConfig):
+    state, encoder, src_train, src_val, target, references = setup
+    backbone = Pix2PixTrainer(BackboneConfig(ngf=4, ndf=4, epochs=4, epochs_decay=0, augment=False), CPU)
+    backbone.load_state_dict(state)
+    trainer = AdaptTrainer(backbone, encoder, SLICES, config)
+    history: list[dict] = []
+    result = fit_adapt(trainer, lambda e: DataLoader(src_train, batch_size=1),
+                       lambda: DataLoader(target, batch_size=1), lambda: DataLoader(src_val, batch_size=1),
+                       references, guards, history.append)
+    final = trainer.record(-1, DataLoader(src_val, batch_size=1), DataLoader(target, batch_size=1))
+    return result, final, history
+
+
+def test_destructive_learning_rate_is_rolled_back(setup):
+    guards = GuardConfig(max_source_drop=0.2, max_intensity_drift=0.1)
+    result, final, history = _run(setup, AdaptConfig(lr=0.05, epochs=3, ele_percent=55), guards)
+    assert result.decision.stopped_at is not None, result.decision
+    assert "rolled back" in result.decision.reason
+    broken = result.epochs[-1]
+    assert (result.start.source_psnr - broken.source_psnr > 0.2
+            or abs(broken.target_mean - result.start.target_mean) > 0.1 * result.start.target_mean
+            or abs(broken.target_std - result.start.target_std) > 0.1 * result.start.target_std)
+    # The model handed back is never worse on source-val than the bound allows.
+    assert final.source_psnr >= result.start.source_psnr - guards.max_source_drop
+    assert [h["epoch"] for h in history][0] == 0.0 and "objective" in history[0]
+
+
+def test_gentle_adaptation_lowers_the_objective_and_keeps_its_last_safe_epoch(setup):
+    guards = GuardConfig(max_source_drop=5.0, max_intensity_drift=1.0)
+    result, final, _ = _run(setup, AdaptConfig(lr=1e-3, epochs=2, ele_percent=90, source_step=False), guards)
+    assert result.decision.stopped_at is None and result.decision.kept_epoch == 2
+    assert result.objective[-1] < result.objective[0]
+    assert final.source_psnr == pytest.approx(result.epochs[-1].source_psnr, abs=1e-4)
