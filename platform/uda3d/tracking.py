@@ -80,7 +80,7 @@ class Tracker:
         self.config = config if config is not None and config.uri else None
         self.run_id: str | None = None
         self._client = MlflowClient(tracking_uri=self.config.uri) if self.config else None
-        self._logged_through = 0
+        self._logged_through: int | None = None
 
     @property
     def enabled(self) -> bool:
@@ -100,7 +100,7 @@ class Tracker:
             self.run_id = run_id
             self._client.update_run(run_id, status="RUNNING")
             history = self._client.get_metric_history(run_id, self.STEP_KEY)
-            self._logged_through = max((m.step for m in history), default=0)
+            self._logged_through = max((m.step for m in history), default=None)
         else:
             exp_id = ensure_experiment(self.config)
             run = self._client.create_run(exp_id, run_name=run_name, tags=dict(tags or {}))
@@ -116,7 +116,7 @@ class Tracker:
                 self._client.set_tag(self.run_id, k, v)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        if not self.enabled or step <= self._logged_through:
+        if not self.enabled or (self._logged_through is not None and step <= self._logged_through):
             return
         import time
 

@@ -102,7 +102,10 @@ class AdaptTrainer:
 def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Batch]],
               target_batches: Callable[[], Iterable[Batch]], source_val: Callable[[], Iterable[Batch]],
               references: Sequence[torch.Tensor], guards: GuardConfig,
-              report: Callable[[dict[str, float]], None] = lambda m: None) -> AdaptResult:
+              report: Callable[[dict[str, float]], None] = lambda m: None,
+              evaluate: Callable[[], dict[str, float]] | None = None,
+              on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+              target_monitor: Callable[[], Iterable[Batch]] | None = None) -> AdaptResult:
     """Adapt for ``config.epochs`` epochs under the guards; the generator ends as the kept epoch's.
 
     Args:
@@ -110,11 +113,23 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
         target_batches: unlabeled target volumes (``input`` and ``mask``).
         source_val: labelled source-validation volumes for the guard.
         references: real source T1 volumes (B, 1, D, H, W), paired with target volumes by index modulo.
+        evaluate: optional oracle metrics (e.g. target-test PSNR where T1 exists), *reported only*,
+            prefixed ``eval_``; nothing here reads them back, so they cannot steer training or selection.
+        on_epoch_end: called with (epoch, metrics) after each epoch is reported (checkpointing).
+        target_monitor: the target volumes the guard and the reported objective look at (default:
+            ``target_batches``). Under DDP pass *all* target volumes so every rank decides alike.
     """
+    monitor = target_monitor or target_batches
     generator = unwrap(trainer.backbone.generator)
-    start = trainer.record(0, source_val(), target_batches())
-    objective = [trainer.mean_objective(target_batches(), references)]
-    report({"epoch": 0.0, "objective": objective[0], "source_val_psnr": start.source_psnr})
+    start = trainer.record(0, source_val(), monitor())
+    objective = [trainer.mean_objective(monitor(), references)]
+    def with_eval(metrics: dict[str, float]) -> dict[str, float]:
+        if evaluate is not None:
+            metrics.update({f"eval_{k}": v for k, v in evaluate().items()})
+        return metrics
+
+    report(with_eval({"epoch": 0.0, "objective": objective[0], "source_val_psnr": start.source_psnr,
+                      "target_mean": start.target_mean, "target_std": start.target_std}))
     saved = {0: copy.deepcopy(generator.state_dict())}
     records: list[EpochRecord] = []
     for epoch in range(1, trainer.config.epochs + 1):
@@ -128,12 +143,15 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
                     batch = next(source_iter)
                 trainer.backbone.train_step(batch)
             trainer.target_step(target["input"], references[i % len(references)])
-        record = trainer.record(epoch, source_val(), target_batches())
+        record = trainer.record(epoch, source_val(), monitor())
         records.append(record)
-        objective.append(trainer.mean_objective(target_batches(), references))
+        objective.append(trainer.mean_objective(monitor(), references))
         saved[epoch] = copy.deepcopy(generator.state_dict())
-        report({"epoch": float(epoch), "objective": objective[-1], "source_val_psnr": record.source_psnr,
-                "target_mean": record.target_mean, "target_std": record.target_std})
+        metrics = with_eval({"epoch": float(epoch), "objective": objective[-1], "source_val_psnr": record.source_psnr,
+                             "target_mean": record.target_mean, "target_std": record.target_std})
+        report(metrics)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
         if violation(record, start, guards):
             break
     decision = choose_checkpoint(start, records, guards)

@@ -159,7 +159,7 @@ def vae_worker(payload: dict[str, Any]) -> None:
     def on_epoch_end(t: VAETrainer, metrics: dict[str, float]) -> None:
         if rank == 0:
             metrics["val_mse_mean_slice"] = payload["baseline_mse"]
-        report_epoch(t.state_dict() if rank == 0 else {}, metrics)
+        report_epoch({**t.state_dict(), "slice_config": store.manifest["slice_config"]} if rank == 0 else {}, metrics)
 
     fit_vae(trainer, lambda epoch: _volume_batches(shard, per_volume, size, payload["steps_per_epoch"]),
             (lambda: store_volumes(store, val_ids)) if rank == 0 and val_ids else None,
@@ -189,5 +189,5 @@ def _log_figures(tracker, trainer, store: SliceStore, val_ids: list[int]) -> Non
         tracker.log_artifact(b, "figures")
         from uda3d.training.checkpoint import save_state
 
-        save_state(directory, trainer.state_dict())
+        save_state(directory, {**trainer.state_dict(), "slice_config": store.manifest["slice_config"]})
         tracker.log_artifact(Path(directory) / "state.pt", "checkpoint")
