@@ -15,7 +15,7 @@ from uda3d.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ["cohort", "ingest-brats", "validate-data", "preprocess", "train-backbone", "slices", "train-vae",
-            "demo"]
+            "adapt", "pipeline", "evaluate", "demo"]
 
 
 def _subcommands() -> list[str]:
@@ -105,20 +105,25 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     try:
         code = main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
                      "--shape", "24", "24", "24", "--backbone-epochs", "3", "--vae-epochs", "2",
-                     "--slice-size", "32", "--quiet"])
+                     "--supervised-epochs", "1", "--slice-size", "32", "--quiet"])
     finally:
         ray.shutdown()
     out = capsys.readouterr().out
     assert code == 0, out
-    for step in ("[1/7] cohort", "[2/7] validate-data", "[3/7] preprocess", "[4/7] train-backbone",
-                 "[5/7] evaluate", "[6/7] slices", "[7/7] train-vae"):
+    for step in ("[1/4] cohort", "[2/4] validate-data", "[3/4] preprocess", "[4/4] pipeline"):
         assert step in out
     assert re.search(r"load time: [\d.]+ s decoding, [\d.]+ s from cache", out)
-    assert re.search(r"domain1_test +\d+\.\d+ +[-\d.]+ +\d\.\d+", out)
-    assert re.search(r"domain gap: [+-]\d+\.\d+ dB", out)
-    assert (tmp_path / "demo" / "cohort" / "cohort.json").is_file()
+    for method in ("no_adaptation", "uda", "supervised"):
+        assert re.search(rf"  {method} +\d+\.\d+ +[-\d.]+ +\d\.\d+", out), method
+    assert "guard: " in out and "Spearman(objective, target PSNR)" in out
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["split"] == "domain2_test"
+    for method in ("no_adaptation", "uda", "supervised"):
+        assert {"psnr", "ssim", "mae"} <= set(report[method])
+    assert "kept_epoch" in report["uda"]["guard"]
+    assert set(report["wilcoxon"]) == {"uda_vs_no_adaptation", "supervised_vs_no_adaptation"}
+    assert (tmp_path / "demo" / "per_subject.csv").is_file() and (tmp_path / "demo" / "comparison.png").is_file()
     assert (tmp_path / "demo" / "mlflow.db").is_file()
-    assert re.search(r"validation reconstruction MSE \d\.\d+ vs \d\.\d+ for the mean training slice", out)
 
 
 def _readme_commands() -> list[str]:
@@ -143,4 +148,5 @@ def test_demo_epoch_default_matches_the_library():
     assert cli.DEMO_BACKBONE_EPOCHS == demo.DEMO_BACKBONE.epochs
     assert cli.DEMO_VAE_EPOCHS == demo.DEMO_VAE.epochs
     assert cli.DEMO_SLICE_SIZE == demo.DEMO_SLICE_SIZE
+    assert cli.DEMO_SUPERVISED_EPOCHS == demo.DEMO_SUPERVISED_EPOCHS
     assert demo.DEMO_BACKBONE.epochs_decay == demo.DEMO_BACKBONE.epochs // 3

@@ -14,13 +14,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from uda3d import __version__
-from uda3d.errors import Uda3dError
+from uda3d.errors import ConfigError, Uda3dError
+from uda3d.io.atomic import atomic_file
 
 EXIT_BAD_INPUT = 2
 # uda3d.demo's defaults, repeated here so --help needs no heavy import (a test keeps them equal)
 DEMO_BACKBONE_EPOCHS = 30
 DEMO_VAE_EPOCHS = 20
 DEMO_SLICE_SIZE = 64
+DEMO_SUPERVISED_EPOCHS = 20
 
 
 class _Parser(argparse.ArgumentParser):
@@ -233,6 +235,47 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from uda3d.adaptation.guards import GuardConfig
+    from uda3d.config import AdaptConfig, BackboneConfig, VAEConfig
+    from uda3d.pipeline import PipelineConfig, format_table, run_pipeline
+
+    config = PipelineConfig(
+        dataroot=str(args.dataroot), workdir=str(args.workdir),
+        backbone=BackboneConfig(ngf=args.ngf, ndf=args.ngf, lr=args.backbone_lr, epochs=args.backbone_epochs,
+                                epochs_decay=args.backbone_epochs_decay, amp=args.amp),
+        vae=VAEConfig(latent_channels=args.latent_channels, lr=args.vae_lr, epochs=args.vae_epochs),
+        adapt=AdaptConfig(ele_percent=args.ele_percent, lr=args.adapt_lr, epochs=args.adapt_epochs,
+                          kl_weight=args.kl_weight),
+        guards=GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift),
+        supervised_epochs=args.supervised_epochs, slice_size=args.slice_size, preprocess=_preprocess_config(args),
+        scaling=_scaling_options(args), tracking=_tracking(args), progress=not args.quiet)
+    report = run_pipeline(config)
+    print(format_table(report))
+    print(f"guard: {report['uda']['guard']['reason']}")
+    print(f"report: {Path(args.workdir) / 'report.json'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from uda3d.pipeline import evaluate_methods
+
+    models = dict(item.split("=", 1) if "=" in item else (Path(item).name, item) for item in args.model)
+    if "no_adaptation" not in models:
+        raise ConfigError("--model", "name one model no_adaptation=CKPT; the others are compared with it")
+    report = evaluate_methods(models, args.dataroot, args.split, _preprocess_config(args), args.out)
+    for name in models:
+        m = report[name]
+        print(f"{name:<16} PSNR {m['psnr']:.2f}  SSIM {m.get('ssim', float('nan')):.3f}  MAE {m['mae']:.3f}")
+    path = Path(args.out) / "evaluation.json"
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(f"per-subject CSV, figure and summary in {args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -242,7 +285,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     vae = dataclasses.replace(DEMO_VAE, epochs=args.vae_epochs)
     config = DemoConfig(workdir=Path(args.workdir), subjects_per_site=args.subjects_per_site,
                         shape=tuple(args.shape), seed=args.seed, backbone=backbone, vae=vae,
-                        slice_size=args.slice_size, address=args.address)
+                        supervised_epochs=args.supervised_epochs, slice_size=args.slice_size, address=args.address)
     run_demo(config, progress=not args.quiet)
     return 0
 
@@ -363,6 +406,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preprocess_options(p)
     _add_scaling_options(p)
 
+    p = add("pipeline", cmd_pipeline, "every stage on a BraTS-layout root: backbone, slices + VAE, adaptation, "
+                                      "supervised bound, evaluation; writes WORKDIR/report.json")
+    p.add_argument("--dataroot", type=Path, required=True)
+    p.add_argument("--workdir", type=Path, default=Path("uda3d-runs"))
+    p.add_argument("--experiment", default="uda3d")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--no-tracking", action="store_true")
+    g = p.add_argument_group("stages (defaults: the method's)")
+    g.add_argument("--ngf", type=_positive_int, default=64)
+    g.add_argument("--backbone-lr", type=float, default=1e-4)
+    g.add_argument("--backbone-epochs", type=_non_negative_int, default=50)
+    g.add_argument("--backbone-epochs-decay", type=_non_negative_int, default=70)
+    g.add_argument("--amp", action="store_true")
+    g.add_argument("--slice-size", type=_positive_int, default=256)
+    g.add_argument("--latent-channels", type=_positive_int, default=256)
+    g.add_argument("--vae-lr", type=float, default=1e-4)
+    g.add_argument("--vae-epochs", type=_positive_int, default=300)
+    g.add_argument("--ele-percent", type=float, default=55.0)
+    g.add_argument("--kl-weight", type=float, default=1.0)
+    g.add_argument("--adapt-lr", type=float, default=1e-6)
+    g.add_argument("--adapt-epochs", type=_positive_int, default=5)
+    g.add_argument("--max-source-drop", type=float, default=0.2)
+    g.add_argument("--max-intensity-drift", type=float, default=0.1)
+    g.add_argument("--supervised-epochs", type=_positive_int, default=20)
+    _add_preprocess_options(p)
+    _add_scaling_options(p)
+
+    p = add("evaluate", cmd_evaluate, "score generator checkpoints on a split: per-subject CSV, summary with "
+                                      "bootstrap CIs, paired Wilcoxon vs no_adaptation, comparison figure")
+    p.add_argument("--dataroot", type=Path, required=True)
+    p.add_argument("--model", nargs="+", required=True, metavar="NAME=CKPT",
+                   help="checkpoints to compare, e.g. no_adaptation=runs/backbone uda=runs/adapted/adapt")
+    p.add_argument("--split", default="domain2_test")
+    p.add_argument("--out", type=Path, required=True)
+    _add_preprocess_options(p)
+
     p = add("demo", cmd_demo, "synthetic cohort + every stage built so far, on CPU, no download")
     p.add_argument("--workdir", type=Path, default=Path("uda3d-demo"))
     p.add_argument("--subjects-per-site", type=_positive_int, default=9)
@@ -371,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-epochs", type=_positive_int, default=DEMO_BACKBONE_EPOCHS,
                    help="constant-lr backbone epochs (a third as many decay epochs follow)")
     p.add_argument("--vae-epochs", type=_positive_int, default=DEMO_VAE_EPOCHS)
+    p.add_argument("--supervised-epochs", type=_positive_int, default=DEMO_SUPERVISED_EPOCHS)
     p.add_argument("--slice-size", type=_positive_int, default=DEMO_SLICE_SIZE, help="VAE slice side (power of 2)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     return parser

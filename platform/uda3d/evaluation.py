@@ -53,3 +53,41 @@ def evaluate_generator(generator: torch.nn.Module, dataroot: str | Path, splits:
             per_subject[item["id"]] = volume_metrics(fake, item["target"][0], item["mask"][0])
         results.append(SplitMetrics(name, per_subject))
     return results
+
+
+def comparison_figure(path: str | Path, dataroot: str | Path, split: str, generators: dict[str, torch.nn.Module],
+                      preprocess: PreprocessConfig, cache_dir: str | Path | None = None, subjects: int = 2) -> Path:
+    """PNG like the method's figure: per subject, inputs, truth, each model's output and its |difference|."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from uda3d.viz import save_figure
+
+    found = [s for s in discover(dataroot, (split,))[split] if s.has_target][:subjects]
+    dataset = paired_dataset(found, preprocess, cache_dir)
+    names = list(generators)
+    cols = 3 + 2 * len(names)
+    fig, axes = plt.subplots(len(dataset), cols, figsize=(1.9 * cols, 2.1 * len(dataset)), squeeze=False)
+    for r in range(len(dataset)):
+        item = dataset[r]
+        mid = item["input"].shape[1] // 2
+        panels = [("T2", item["input"][0, mid], "gray", 1.0), ("FLAIR", item["input"][1, mid], "gray", 1.0),
+                  ("T1 true", item["target"][0, mid], "gray", 1.0)]
+        with torch.no_grad():
+            for name in names:
+                g = generators[name]
+                out = g(item["input"][None].to(next(g.parameters()).device))[0, 0].float().cpu()
+                panels.append((name, out[mid], "gray", 1.0))
+                panels.append((f"|{name} - true|", (out[mid] - item["target"][0, mid]).abs(), "magma", 0.5))
+        for c, (title, image, cmap, vmax) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(image.numpy(), cmap=cmap, vmin=0, vmax=vmax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(item["id"], fontsize=8)
+    return save_figure(fig, path, f"{split}: mid-axial slices")

@@ -46,6 +46,7 @@ class BackboneRun:
     resume: bool = False
     progress: bool = True
     verbose: bool = False
+    init_checkpoint: str | None = None  # start from these networks (e.g. fine-tune a source backbone)
 
     @property
     def storage_path(self) -> str:
@@ -76,6 +77,7 @@ def run_backbone(run: BackboneRun) -> TrainResult:
         "tags": {"git_commit": git_commit(Path(__file__).parent), "dataset_fingerprint": fingerprint(subjects),
                  "stage": "backbone", "python": _platform.python_version()},
         "resume_from": latest_checkpoint_on_disk(folder) if run.resume else None,
+        "init_checkpoint": str(Path(run.init_checkpoint).resolve()) if run.init_checkpoint else None,
     }
     return launch(backbone_worker, payload, run.scaling, run.run_name, run.storage_path, run.verbose)
 
@@ -87,6 +89,7 @@ def backbone_worker(payload: dict[str, Any]) -> None:
     from torch.utils.data import DataLoader
 
     from uda3d.data.datasets import paired_dataset
+    from uda3d.training.checkpoint import load_state
     from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
     from uda3d.training.ray_runtime import (
         EpochReporter,
@@ -109,7 +112,12 @@ def backbone_worker(payload: dict[str, Any]) -> None:
     restored = restore_state(device, payload.get("resume_from"))
     if restored is not None:
         trainer.load_state_dict(restored)
-    params = {"backbone": asdict(config), "preprocess": asdict(preprocess), "world_size": ctx.get_world_size()}
+    elif payload.get("init_checkpoint"):
+        initial = load_state(payload["init_checkpoint"], map_location=device)
+        unwrap(trainer.generator).load_state_dict(initial["generator"])
+        unwrap(trainer.discriminator).load_state_dict(initial["discriminator"])
+    params = {"backbone": asdict(config), "preprocess": asdict(preprocess), "world_size": ctx.get_world_size(),
+              "init_checkpoint": payload.get("init_checkpoint") or ""}
     tracker, run_id = start_tracking(TrackingConfig(**payload["tracking"]), rank, payload["run_name"], params,
                                      payload["tags"], restored)
     report_epoch = EpochReporter(tracker, rank, run_id)
