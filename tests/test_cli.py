@@ -15,7 +15,7 @@ from uda3d.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ["cohort", "ingest-brats", "validate-data", "preprocess", "train-backbone", "slices", "train-vae",
-            "adapt", "pipeline", "evaluate", "demo"]
+            "adapt", "pipeline", "evaluate", "synthesize", "demo"]
 
 
 def _subcommands() -> list[str]:

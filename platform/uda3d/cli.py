@@ -276,6 +276,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from uda3d.synthesis import synthesize_subject
+
+    path = synthesize_subject(args.model, args.subject_dir, out=args.out, preprocess=_preprocess_config(args),
+                              scale=args.scale)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -440,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoints to compare, e.g. no_adaptation=runs/backbone uda=runs/adapted/adapt")
     p.add_argument("--split", default="domain2_test")
     p.add_argument("--out", type=Path, required=True)
+    _add_preprocess_options(p)
+
+    p = add("synthesize", cmd_synthesize, "write a subject's missing T1 (<subject>_t1_synth.nii.gz) on its own grid")
+    p.add_argument("subject_dir", type=Path, help="a BraTS subject folder with *_flair and *_t2")
+    p.add_argument("--model", type=Path, required=True, help="backbone or adapted checkpoint")
+    p.add_argument("--out", type=Path, default=None, help="output file (default: inside the subject folder)")
+    p.add_argument("--scale", type=float, default=1000.0, help="multiplier for the model's [0, 1] output")
     _add_preprocess_options(p)
 
     p = add("demo", cmd_demo, "synthetic cohort + every stage built so far, on CPU, no download")
