@@ -215,7 +215,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     adapt = AdaptConfig(ele_percent=args.ele_percent, kl_weight=args.kl_weight, lr=args.lr, epochs=args.epochs,
                         target_subjects=args.target_subjects, slice_order=args.slice_order,
-                        source_step=not args.no_source_step, seed=args.seed)
+                        source_step=not args.no_source_step, amp=args.amp, seed=args.seed)
     guards = GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift)
     run = AdaptRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone_checkpoint=str(args.backbone),
                    vae_checkpoint=str(args.vae), adapt=adapt, guards=guards, preprocess=_preprocess_config(args),
@@ -408,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slice-order", choices=["intended", "faithful"], default="intended",
                    help="anatomical slices (default) or the original code's raw view")
     g.add_argument("--no-source-step", action="store_true", help="skip the supervised source step")
+    g.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16, or fp16 + scaler)")
     g.add_argument("--seed", type=_non_negative_int, default=0)
     g = p.add_argument_group("guards (no target labels needed)")
     g.add_argument("--max-source-drop", type=float, default=0.2, help="dB of source-val PSNR")

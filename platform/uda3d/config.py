@@ -208,6 +208,7 @@ class AdaptConfig:
         target_subjects: use only the first N target volumes (sorted ids); None uses all.
         slice_order: ``intended`` (anatomical slices, our default) or ``faithful`` (the code's raw view).
         source_step: also take the ordinary supervised step on a source pair each iteration (the method).
+        amp: mixed precision on CUDA for both steps (bf16, or fp16 with a scaler), as the method's ``--amp``.
         seed: pairs target volumes with source T1 volumes and orders the data.
     """
 
@@ -218,6 +219,7 @@ class AdaptConfig:
     target_subjects: int | None = None
     slice_order: str = "intended"
     source_step: bool = True
+    amp: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -11,6 +11,7 @@ guards keep is written to ``WORKDIR/adapted/<run_name>/state.pt`` and logged as 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform as _platform
 from dataclasses import asdict, dataclass, field
@@ -135,8 +136,8 @@ def adapt_worker(payload: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     backbone_state = load_state(payload["backbone_checkpoint"], map_location=device)
-    backbone = Pix2PixTrainer(from_dict(BackboneConfig, backbone_state["config"]), device,
-                              wrap=ray.train.torch.prepare_model, rank=rank)
+    backbone_config = dataclasses.replace(from_dict(BackboneConfig, backbone_state["config"]), amp=adapt.amp)
+    backbone = Pix2PixTrainer(backbone_config, device, wrap=ray.train.torch.prepare_model, rank=rank)
     unwrap(backbone.generator).load_state_dict(backbone_state["generator"])
     unwrap(backbone.discriminator).load_state_dict(backbone_state["discriminator"])
     vae_state = load_state(payload["vae_checkpoint"], map_location=device)

@@ -24,7 +24,7 @@ from uda3d.config import AdaptConfig
 from uda3d.data.slices import SliceConfig
 from uda3d.models.vae2d import SliceEncoder, VolumeEncoder
 from uda3d.training.pix2pix import Pix2PixTrainer
-from uda3d.training.runtime import unwrap
+from uda3d.training.runtime import autocast, unwrap
 
 Batch = dict[str, Any]
 
@@ -65,18 +65,21 @@ class AdaptTrainer:
     def objective(self, target_inputs: torch.Tensor, real_t1: torch.Tensor) -> torch.Tensor:
         """The latent alignment loss of the generator's output for ``target_inputs`` against ``real_t1``."""
         device = self.backbone.device
-        fake = self.backbone.generator(target_inputs.to(device))
-        mu_f, ls_f = self.encode(fake.float())
-        with torch.no_grad():
-            mu_r, ls_r = self.encode(real_t1.to(device).float())
-        return latent_alignment_loss(mu_r, ls_r, mu_f, ls_f, self.config.ele_percent, self.config.kl_weight)
+        with autocast(device, self.backbone.precision):
+            fake = self.backbone.generator(target_inputs.to(device))
+            mu_f, ls_f = self.encode(fake.float())
+            with torch.no_grad():
+                mu_r, ls_r = self.encode(real_t1.to(device).float())
+        return latent_alignment_loss(mu_r.float(), ls_r.float(), mu_f.float(), ls_f.float(), self.config.ele_percent,
+                                     self.config.kl_weight)
 
     def target_step(self, target_inputs: torch.Tensor, real_t1: torch.Tensor) -> float:
-        opt = self.backbone.opt_g
+        opt, scaler = self.backbone.opt_g, self.backbone.scaler
         opt.zero_grad(set_to_none=True)
         loss = self.objective(target_inputs, real_t1)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
         return float(loss.detach())
 
