@@ -168,7 +168,7 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
     backbone = BackboneConfig(generator=args.generator, ngf=args.ngf, ndf=args.ndf, n_layers_d=args.n_layers_d,
                               lr=args.lr, epochs=args.epochs, epochs_decay=args.epochs_decay,
                               grad_accum=args.grad_accum, amp=args.amp, augment=not args.no_augment,
-                              seed=args.seed)
+                              robust_augment=args.robust_augment, seed=args.seed)
     run = BackboneRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone=backbone,
                       preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
                       source_domain=args.source_domain, run_name=args.run_name, resume=args.resume,
@@ -363,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad-accum", type=_positive_int, default=1)
     g.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16, or fp16 + scaler)")
     g.add_argument("--no-augment", action="store_true", help="turn off the method's rot/flip/jitter augmentation")
+    g.add_argument("--robust-augment", action="store_true",
+                   help="robust source training: random bias/contrast/blur/noise/monotone remapping of the inputs")
     g.add_argument("--seed", type=_non_negative_int, default=0)
     _add_preprocess_options(p)
     _add_scaling_options(p)

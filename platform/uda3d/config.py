@@ -91,6 +91,8 @@ class BackboneConfig:
         grad_accum: optimiser step every this many volumes (batch size is 1 volume).
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a scaler); ignored on CPU.
         augment: the method's rot90/flip of input and target plus brightness/contrast jitter of inputs.
+        robust_augment: robust source training: random bias field, contrast, histogram shift, one-axis
+            blur, noise and monotone remapping of the inputs (``uda3d.data.robust_augment``).
         seed: seeds weights, data order and augmentation.
     """
 
@@ -107,6 +109,7 @@ class BackboneConfig:
     grad_accum: int = 1
     amp: bool = False
     augment: bool = True
+    robust_augment: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -104,3 +104,24 @@ def test_bad_checkpoint_and_config(tmp_path):
         BackboneConfig(generator="resnet")
     with pytest.raises(ConfigError, match="lr"):
         BackboneConfig(lr=0)
+
+
+def test_robust_augmentation_changes_inputs_only(loaders):
+    train, _ = loaders
+    batch = next(iter(train(1)))
+    config = BackboneConfig(ngf=4, ndf=4, lr=2e-3, epochs=1, epochs_decay=0, augment=False, robust_augment=True)
+    seen = {}
+    trainer = Pix2PixTrainer(config, CPU)
+    original = trainer.generator.forward
+
+    def spy(x):
+        seen["input"] = x.detach().clone()
+        return original(x)
+
+    trainer.generator.forward = spy
+    trainer.train_step(batch, torch.Generator().manual_seed(0))
+    assert not torch.allclose(seen["input"], batch["input"], atol=1e-3)
+    assert float(seen["input"].min()) >= 0 and float(seen["input"].max()) <= 1
+    history: list[dict] = []
+    fit_backbone(Pix2PixTrainer(config, CPU), train, None, history.append)
+    assert history and all(v == v for v in history[-1].values())  # trains, no NaN

@@ -21,6 +21,7 @@ from torch import nn
 
 from uda3d.config import BackboneConfig
 from uda3d.data.augment import augment_pair
+from uda3d.data.robust_augment import robust_augment
 from uda3d.losses.adversarial import discriminator_loss
 from uda3d.losses.pix2pix import generator_loss
 from uda3d.metrics.image import volume_metrics
@@ -78,9 +79,11 @@ class Pix2PixTrainer:
     def train_step(self, batch: dict[str, Any], augment_rng: torch.Generator | None = None) -> dict[str, float]:
         """One D update and one G update on a batch of paired volumes (accumulated per config)."""
         x, y = batch["input"], batch["target"]
-        if augment_rng is not None:
+        if augment_rng is not None and self.config.augment:
             pairs = [augment_pair(xi, yi, augment_rng) for xi, yi in zip(x, y)]
             x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        if augment_rng is not None and self.config.robust_augment:
+            x = torch.stack([robust_augment(xi, augment_rng) for xi in x])
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         accum = self.config.grad_accum
         boundary = (self._micro_step + 1) % accum == 0
@@ -190,7 +193,7 @@ def fit_backbone(trainer: Pix2PixTrainer, train_batches: Callable[[int], Iterabl
     start = time.perf_counter()
     while trainer.epoch < cfg.total_epochs:
         epoch = trainer.epoch + 1
-        rng = augmentation_rng(cfg.seed, trainer.rank, epoch) if cfg.augment else None
+        rng = augmentation_rng(cfg.seed, trainer.rank, epoch) if cfg.augment or cfg.robust_augment else None
         sums: dict[str, float] = {}
         count = 0
         for batch in tqdm(train_batches(epoch), desc=f"epoch {epoch}/{cfg.total_epochs}", disable=not progress,
