@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import torch
 
+from uda3d.config import SLICE_ORDERS
 from uda3d.errors import ConfigError
 from uda3d.losses.kl import gaussian_kl
-
-SLICE_ORDERS = ("intended", "faithful")
 
 
 def kth_percentile(values: torch.Tensor, q: float) -> torch.Tensor:
