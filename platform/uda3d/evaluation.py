@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 from uda3d.config import BackboneConfig, PreprocessConfig, from_dict
 from uda3d.data.datasets import paired_dataset
 from uda3d.data.layout import discover
-from uda3d.metrics.image import volume_metrics
+from uda3d.metrics.image import mean_metrics, volume_metrics
 from uda3d.models.factory import build_generator
 from uda3d.training.checkpoint import load_state
 
@@ -25,9 +24,7 @@ class SplitMetrics:
 
     @property
     def mean(self) -> dict[str, float]:
-        keys = next(iter(self.per_subject.values())).keys()
-        return {k: sum(m[k] for m in self.per_subject.values()) / len(self.per_subject) for k in keys
-                if all(math.isfinite(m[k]) for m in self.per_subject.values())}
+        return mean_metrics(self.per_subject.values())
 
 
 def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
 ENV_URI = "MLFLOW_TRACKING_URI"
@@ -138,15 +137,3 @@ class Tracker:
         if self.enabled and self.run_id:
             self._client.set_terminated(self.run_id, status=status)
 
-
-def metric_history(config: TrackingConfig, run_id: str, key: str) -> list[tuple[int, float]]:
-    """(step, value) pairs of one metric, in logging order."""
-    client = MlflowClient(tracking_uri=config.uri)
-    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
-
-
-def find_runs(config: TrackingConfig, filter_string: str = "") -> list[Any]:
-    """Runs of the experiment matching an MLflow filter, newest first."""
-    exp_id = ensure_experiment(config)
-    return mlflow.search_runs([exp_id], filter_string=filter_string, output_format="list",
-                              order_by=["attributes.start_time DESC"]) if exp_id else []

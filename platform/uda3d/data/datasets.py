@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from uda3d.config import PreprocessConfig
-from uda3d.data.layout import Subject
+from uda3d.data.layout import TARGET_MODALITY, Subject, missing_modality
 from uda3d.data.preprocess import PreprocessedSubject, load_subject
 from uda3d.errors import DataError
 
@@ -35,7 +35,7 @@ class VolumeDataset(Dataset):
         if require_target:
             for s in subjects:
                 if not s.has_target:
-                    raise DataError(s.folder, "missing modality 't1'; paired training needs a *_t1.nii.gz")
+                    raise DataError(s.folder, f"{missing_modality(TARGET_MODALITY)} (paired training needs it)")
         self.subjects = list(subjects)
         self.config = config
         self.cache_dir = cache_dir

@@ -45,6 +45,11 @@ class Subject:
         return TARGET_MODALITY in self.files
 
 
+def missing_modality(modality: str) -> str:
+    """The one wording for a missing modality, naming the file pattern that was expected."""
+    return f"missing modality {modality!r}; expected a file named *_{modality}.nii.gz"
+
+
 def modality_of(filename: str) -> str | None:
     """The modality a file name's suffix names (``BraTS19_X_1_t1ce.nii.gz`` -> ``t1ce``), or None."""
     match = _FILE_PATTERN.search(filename)

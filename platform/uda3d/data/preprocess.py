@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from uda3d.config import PreprocessConfig
-from uda3d.data.layout import INPUT_MODALITIES, TARGET_MODALITY, Subject
+from uda3d.data.layout import INPUT_MODALITIES, TARGET_MODALITY, Subject, missing_modality
 from uda3d.data.transforms import (
     CropBox,
     auto_shape,
@@ -58,7 +58,7 @@ def preprocess_subject(subject: Subject, config: PreprocessConfig) -> Preprocess
     """Load, check, reorient, crop and normalise one subject (no cache)."""
     for modality in INPUT_MODALITIES:
         if modality not in subject.files:
-            raise DataError(subject.folder, f"missing modality {modality!r}; expected a file named *_{modality}.nii.gz")
+            raise DataError(subject.folder, missing_modality(modality))
     names = list(INPUT_MODALITIES) + ([TARGET_MODALITY] if subject.has_target else [])
     volumes = [load_volume(subject.files[m]) for m in names]
     reference = volumes[0]

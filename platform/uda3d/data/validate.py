@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uda3d.data.layout import INPUT_MODALITIES, TARGET_MODALITY, Subject, discover
+from uda3d.data.layout import INPUT_MODALITIES, TARGET_MODALITY, Subject, discover, missing_modality
 from uda3d.errors import DataError
 from uda3d.io.nifti import grid_mismatch, load_volume
 
@@ -66,8 +66,7 @@ def validate_subject(subject: Subject) -> list[Problem]:
     problems: list[Problem] = []
     for modality in required_modalities(subject):
         if modality not in subject.files:
-            problems.append(Problem(str(subject.folder),
-                                    f"missing modality {modality!r}; expected a file named *_{modality}.nii.gz"))
+            problems.append(Problem(str(subject.folder), missing_modality(modality)))
     for modality, paths in subject.duplicates.items():
         names = ", ".join(p.name for p in paths)
         problems.append(Problem(str(subject.folder), f"several files for modality {modality!r}: {names}"))

@@ -12,6 +12,7 @@ settings) and averages its SSIM map over the valid region, or over the mask.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -76,6 +77,15 @@ def ssim(pred, target, data_range: float = 1.0, mask=None) -> float:
     half = SSIM_KERNEL // 2
     m = _as_tensor(mask)[half:-half, half:-half, half:-half] > 0
     return float(smap[m].mean()) if bool(m.any()) else float("nan")
+
+
+def mean_metrics(records: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Mean of each metric over volumes; a metric with any non-finite value (PSNR = inf) is left out."""
+    values: dict[str, list[float]] = {}
+    for record in records:
+        for k, v in record.items():
+            values.setdefault(k, []).append(float(v))
+    return {k: sum(v) / len(v) for k, v in values.items() if all(math.isfinite(x) for x in v)}
 
 
 def volume_metrics(pred, target, mask=None) -> dict[str, float]:

@@ -33,10 +33,6 @@ def instance_norm(spatial_dims: int, channels: int) -> nn.Module:
     return (nn.InstanceNorm3d if spatial_dims == 3 else nn.InstanceNorm2d)(channels, affine=False)
 
 
-def conv_nd(spatial_dims: int) -> type[nn.Module]:
-    return nn.Conv3d if spatial_dims == 3 else nn.Conv2d
-
-
 class BlurDownsample(nn.Module):
     """Low-pass filter then subsample by 2: a fixed separable [1, 2, 1] / 4 kernel, depthwise."""
 

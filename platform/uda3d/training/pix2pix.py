@@ -11,7 +11,6 @@ update G with GAN + 100 L1 + 1.5 feature matching through a D whose parameters a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
@@ -24,7 +23,7 @@ from uda3d.data.augment import augment_pair
 from uda3d.data.robust_augment import robust_augment
 from uda3d.losses.adversarial import discriminator_loss
 from uda3d.losses.pix2pix import generator_loss
-from uda3d.metrics.image import volume_metrics
+from uda3d.metrics.image import mean_metrics, volume_metrics
 from uda3d.models.factory import build_discriminator, build_generator
 from uda3d.training.runtime import autocast, resolve_precision, unwrap
 
@@ -131,14 +130,12 @@ class Pix2PixTrainer:
 
     def evaluate(self, batches: Iterable[dict[str, Any]]) -> dict[str, float]:
         """Mean brain-masked PSNR/SSIM/MAE (and the method's whole-volume PSNR) over labelled volumes."""
-        totals: dict[str, list[float]] = {}
+        records = []
         for batch in batches:
             fake = self.predict(batch["input"])
-            for i in range(fake.shape[0]):
-                m = volume_metrics(fake[i, 0], batch["target"][i, 0], batch["mask"][i, 0])
-                for k, v in m.items():
-                    totals.setdefault(k, []).append(v)
-        return {k: float(sum(v) / len(v)) for k, v in totals.items() if all(math.isfinite(x) for x in v)}
+            records += [volume_metrics(fake[i, 0], batch["target"][i, 0], batch["mask"][i, 0])
+                        for i in range(fake.shape[0])]
+        return mean_metrics(records)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
