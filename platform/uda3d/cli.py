@@ -161,6 +161,30 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_robust_options(p: argparse.ArgumentParser) -> None:
+    from uda3d.config import RobustAugmentConfig
+
+    r = RobustAugmentConfig()
+    g = p.add_argument_group("robust augmentation strengths (with --robust-augment)")
+    g.add_argument("--robust-probability", type=float, default=r.probability, help="chance each transform fires")
+    g.add_argument("--robust-bias", type=float, default=r.bias_coeff, help="bias-field coefficient range (0, X)")
+    g.add_argument("--robust-gamma", type=float, nargs=2, default=[r.gamma_low, r.gamma_high],
+                   metavar=("LOW", "HIGH"), help="contrast gamma range")
+    g.add_argument("--robust-noise", type=float, default=r.noise_std, help="Gaussian noise std ([0, 1] scale)")
+    g.add_argument("--robust-blur", type=float, default=r.blur_sigma, help="largest one-axis blur sigma (voxels)")
+    g.add_argument("--robust-histogram-points", type=int, default=r.histogram_points)
+    g.add_argument("--robust-remap-knots", type=int, default=r.remap_knots, help="monotone remapping knots (0: off)")
+
+
+def _robust_config(args: argparse.Namespace):
+    from uda3d.config import RobustAugmentConfig
+
+    return RobustAugmentConfig(probability=args.robust_probability, bias_coeff=args.robust_bias,
+                               gamma_low=args.robust_gamma[0], gamma_high=args.robust_gamma[1],
+                               noise_std=args.robust_noise, blur_sigma=args.robust_blur,
+                               histogram_points=args.robust_histogram_points, remap_knots=args.robust_remap_knots)
+
+
 def cmd_train_backbone(args: argparse.Namespace) -> int:
     from uda3d.config import BackboneConfig
     from uda3d.training.backbone_run import BackboneRun, run_backbone
@@ -168,8 +192,9 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
     backbone = BackboneConfig(generator=args.generator, ngf=args.ngf, ndf=args.ndf, n_layers_d=args.n_layers_d,
                               lr=args.lr, epochs=args.epochs, epochs_decay=args.epochs_decay,
                               grad_accum=args.grad_accum, amp=args.amp, augment=not args.no_augment,
-                              robust_augment=args.robust_augment, seed=args.seed)
+                              robust_augment=args.robust_augment, robust=_robust_config(args), seed=args.seed)
     run = BackboneRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone=backbone,
+                      init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
                       preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
                       source_domain=args.source_domain, run_name=args.run_name, resume=args.resume,
                       progress=not args.quiet, verbose=args.verbose)
@@ -371,7 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-augment", action="store_true", help="turn off the method's rot/flip/jitter augmentation")
     g.add_argument("--robust-augment", action="store_true",
                    help="robust source training: random bias/contrast/blur/noise/monotone remapping of the inputs")
+    g.add_argument("--init-checkpoint", type=Path, default=None,
+                   help="start from this backbone's networks (e.g. fine-tune a plain backbone with --robust-augment)")
     g.add_argument("--seed", type=_non_negative_int, default=0)
+    _add_robust_options(p)
     _add_preprocess_options(p)
     _add_scaling_options(p)
 

@@ -61,6 +61,8 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str | None = None) -
             value = tuple(value)
         kwargs[name] = value
         expected = hints.get(name)
+        if dataclasses.is_dataclass(expected) and isinstance(value, dict):
+            kwargs[name] = value = from_dict(expected, value, source)
         if expected in (int, float, str, bool) and not _is_instance(value, expected):
             raise ConfigError(name, f"expected {expected.__name__}, got {value!r}", source)
     return cls(**kwargs)
@@ -72,6 +74,34 @@ def _is_instance(value: Any, expected: type) -> bool:
     if expected is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, expected)
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustAugmentConfig:
+    """Strengths of robust source training's input-intensity augmentation (``uda3d.data.robust_augment``).
+
+    Each transform fires with ``probability``. The defaults were set on the synthetic cohort's site
+    shifts (bias, contrast, noise, thick-slice blur); real sites may need other strengths.
+    """
+
+    probability: float = 0.5
+    bias_coeff: float = 0.4          # RandBiasField coefficient range (0, bias_coeff)
+    gamma_low: float = 0.6           # RandAdjustContrast gamma range
+    gamma_high: float = 1.6
+    noise_std: float = 0.05          # RandGaussianNoise std (fraction of the [0, 1] range)
+    blur_sigma: float = 2.0          # RandGaussianSmooth sigma range (0.5, blur_sigma) along one axis, voxels
+    histogram_points: int = 8        # RandHistogramShift control points
+    remap_knots: int = 6             # knots of the random monotone curve (0 disables it)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.probability <= 1:
+            raise ConfigError("probability", f"expected 0 <= p <= 1, got {self.probability}")
+        if self.bias_coeff < 0 or self.noise_std < 0 or self.blur_sigma < 0.5:
+            raise ConfigError("robust augmentation", "bias_coeff and noise_std >= 0, blur_sigma >= 0.5 expected")
+        if not 0 < self.gamma_low <= self.gamma_high:
+            raise ConfigError("gamma", f"expected 0 < gamma_low <= gamma_high, got {self.gamma_low}, {self.gamma_high}")
+        if self.histogram_points < 4 or self.remap_knots < 0 or self.remap_knots == 1:
+            raise ConfigError("robust augmentation", "histogram_points >= 4 and remap_knots 0 or >= 2 expected")
 
 
 GENERATORS = ("sit", "unet")
@@ -93,6 +123,7 @@ class BackboneConfig:
         augment: the method's rot90/flip of input and target plus brightness/contrast jitter of inputs.
         robust_augment: robust source training: random bias field, contrast, histogram shift, one-axis
             blur, noise and monotone remapping of the inputs (``uda3d.data.robust_augment``).
+        robust: the strengths of that augmentation.
         seed: seeds weights, data order and augmentation.
     """
 
@@ -110,6 +141,7 @@ class BackboneConfig:
     amp: bool = False
     augment: bool = True
     robust_augment: bool = False
+    robust: RobustAugmentConfig = dataclasses.field(default_factory=RobustAugmentConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -197,6 +229,7 @@ class VAEConfig:
 
 
 SLICE_ORDERS = ("intended", "faithful")
+PRIORS = ("subject", "population")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +244,8 @@ class AdaptConfig:
         target_subjects: use only the first N target volumes (sorted ids); None uses all.
         slice_order: ``intended`` (anatomical slices, our default) or ``faithful`` (the code's raw view).
         source_step: also take the ordinary supervised step on a source pair each iteration (the method).
+        prior: ``subject`` (the method: one real source T1 per target volume) or ``population`` (one
+            Gaussian per latent element fitted to all source training T1 volumes).
         amp: mixed precision on CUDA for both steps (bf16, or fp16 with a scaler), as the method's ``--amp``.
         seed: pairs target volumes with source T1 volumes and orders the data.
     """
@@ -222,6 +257,7 @@ class AdaptConfig:
     target_subjects: int | None = None
     slice_order: str = "intended"
     source_step: bool = True
+    prior: str = "subject"
     amp: bool = False
     seed: int = 0
 
@@ -238,3 +274,5 @@ class AdaptConfig:
             raise ConfigError("target_subjects", f"expected a positive integer, got {self.target_subjects}")
         if self.slice_order not in SLICE_ORDERS:
             raise ConfigError("slice_order", f"expected one of {list(SLICE_ORDERS)}, got {self.slice_order!r}")
+        if self.prior not in PRIORS:
+            raise ConfigError("prior", f"expected one of {list(PRIORS)}, got {self.prior!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,3 +94,38 @@ def test_guard_rolls_back_to_the_start_on_intensity_drift():
     d = choose_checkpoint(START, [_rec(1, 25.1, mean=0.36)], GuardConfig(max_intensity_drift=0.1))
     assert (d.kept_epoch, d.stopped_at) == (0, 1)
     assert "mean drifted 20%" in d.reason and "starting model" in d.reason
+
+
+def test_population_prior_is_the_moment_matched_gaussian_of_the_posteriors():
+    from uda3d.adaptation.objective import fit_population_prior
+
+    g = torch.Generator().manual_seed(0)
+    mus = torch.randn(5, 3, 4, 2, 2, generator=g, dtype=torch.float64)
+    logsigs = 0.3 * torch.randn(5, 3, 4, 2, 2, generator=g, dtype=torch.float64)
+    mean, logsig = fit_population_prior(mus, logsigs)
+    m, s = mus.numpy(), np.exp(logsigs.numpy())
+    np.testing.assert_allclose(mean.numpy(), m.mean(0), rtol=1e-12)
+    # law of total variance for the equal-weight mixture of the N posteriors
+    np.testing.assert_allclose(np.exp(2 * logsig.numpy()), (s**2 + m**2).mean(0) - m.mean(0) ** 2, rtol=1e-10)
+    # and a Monte Carlo draw from the mixture has those moments
+    comp = torch.randint(5, (200_000,), generator=g)
+    draws = mus[comp, 0, 0, 0, 0] + torch.exp(logsigs[comp, 0, 0, 0, 0]) * torch.randn(200_000, generator=g,
+                                                                                         dtype=torch.float64)
+    assert float(draws.mean()) == pytest.approx(float(mean[0, 0, 0, 0]), abs=0.02)
+    assert float(draws.std()) == pytest.approx(float(torch.exp(logsig[0, 0, 0, 0])), rel=0.02)
+    with pytest.raises(ValueError):
+        fit_population_prior(mus, logsigs[:, :2])
+
+
+def test_population_prior_loss_is_the_kl_to_the_prior():
+    from uda3d.adaptation.objective import fit_population_prior
+
+    g = torch.Generator().manual_seed(1)
+    mus, logsigs = torch.randn(4, 6, 2, 2, 2, generator=g), 0.2 * torch.randn(4, 6, 2, 2, 2, generator=g)
+    mu_p, ls_p = fit_population_prior(mus, logsigs)
+    mu_f, ls_f = torch.randn(6, 2, 2, 2, generator=g), 0.2 * torch.randn(6, 2, 2, 2, generator=g)
+    expected = torch.distributions.kl_divergence(torch.distributions.Normal(mu_p, ls_p.exp()),
+                                                 torch.distributions.Normal(mu_f, ls_f.exp())).flatten()
+    kept = expected.sort().values[1:]  # ele_percent 100 keeps all elements strictly above the minimum
+    assert float(latent_alignment_loss(mu_p, ls_p, mu_f, ls_f, ele_percent=100)) == pytest.approx(
+        float(kept.mean()), rel=1e-5)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -70,3 +73,22 @@ def test_gentle_adaptation_lowers_the_objective_and_keeps_its_last_safe_epoch(se
     assert result.decision.stopped_at is None and result.decision.kept_epoch == 2
     assert result.objective[-1] < result.objective[0]
     assert final.source_psnr == pytest.approx(result.epochs[-1].source_psnr, abs=1e-4)
+
+
+def test_population_prior_variant_fits_the_prior_to_every_source_t1(setup):
+    from uda3d.adaptation.objective import fit_population_prior
+
+    guards = GuardConfig(max_source_drop=5.0, max_intensity_drift=1.0)
+    config = AdaptConfig(lr=1e-3, epochs=1, ele_percent=90, source_step=False, prior="population")
+    result, _, _ = _run(setup, config, guards)
+    subject, _, _ = _run(setup, dataclasses.replace(config, prior="subject"), guards)
+    assert all(math.isfinite(v) for v in result.objective) and result.objective[0] != subject.objective[0]
+    state, encoder, _, _, _, references = setup
+    backbone = Pix2PixTrainer(BackboneConfig(ngf=4, ndf=4, epochs=4, epochs_decay=0, augment=False), CPU)
+    backbone.load_state_dict(state)
+    trainer = AdaptTrainer(backbone, encoder, SLICES, config)
+    trainer.fit_prior(references)
+    posteriors = [trainer.encode(r) for r in references]
+    mean, logsig = fit_population_prior(torch.cat([p[0] for p in posteriors]), torch.cat([p[1] for p in posteriors]))
+    torch.testing.assert_close(trainer.prior[0], mean)
+    torch.testing.assert_close(trainer.prior[1], logsig)

@@ -13,6 +13,12 @@ Slice order: the method's code reorders the generator's (D, H, W) volume to (H, 
 ``slice_order="intended"`` (the default, used for every result we report) slices the volume in the
 anatomical plane the slice VAE was trained on; ``"faithful"`` reproduces the raw view for
 comparison with the original code.
+
+Population prior (a variant, ``AdaptConfig.prior="population"``): instead of one random source
+subject's posterior, the reference is one Gaussian per latent element (slice, channel, position),
+moment-matched to the posteriors of *all* source training T1 volumes: its mean is the mean of their
+means and its variance the law-of-total-variance sum (variance of the means + mean of the
+variances), the single Gaussian closest in KL to their equal-weight mixture.
 """
 
 from __future__ import annotations
@@ -68,3 +74,15 @@ def order_for_slicing(volume: torch.Tensor, slice_order: str = "intended") -> to
         d, h, w = volume.shape
         return volume.reshape(h, w, d)  # a view, not a permute: scrambles voxels exactly as the method
     raise ConfigError("slice_order", f"expected one of {list(SLICE_ORDERS)}, got {slice_order!r}")
+
+
+def fit_population_prior(mus: torch.Tensor, logsigs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element Gaussian moment-matched to N volumes' posteriors: (N, ...) -> (mu, logsig) of shape (...).
+
+    ``logsig`` is the log standard deviation, as the VAE's posteriors are parameterised.
+    """
+    if mus.shape != logsigs.shape or mus.shape[0] < 1:
+        raise ValueError(f"expected matching (N, ...) posteriors, got {tuple(mus.shape)} and {tuple(logsigs.shape)}")
+    mean = mus.mean(0)
+    variance = mus.var(0, unbiased=False) + torch.exp(2 * logsigs).mean(0)
+    return mean, 0.5 * torch.log(variance)

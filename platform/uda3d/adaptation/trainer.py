@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from uda3d.adaptation.guards import EpochRecord, GuardConfig, GuardDecision, choose_checkpoint, violation
-from uda3d.adaptation.objective import latent_alignment_loss, order_for_slicing
+from uda3d.adaptation.objective import fit_population_prior, latent_alignment_loss, order_for_slicing
 from uda3d.config import AdaptConfig
 from uda3d.data.slices import SliceConfig
 from uda3d.models.vae2d import SliceEncoder, VolumeEncoder
@@ -56,6 +56,16 @@ class AdaptTrainer:
             slice_config = SliceConfig(size=slice_config.size, plane="axial", low=slice_config.low,
                                        high=slice_config.high)
         self.volume_encoder = VolumeEncoder(encoder, slice_config)
+        self.prior: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def fit_prior(self, references: Sequence[torch.Tensor]) -> None:
+        """Fit the population prior to the source T1 ``references`` (used when ``config.prior == "population"``)."""
+        device = self.backbone.device
+        posteriors = [self.encode(r.to(device).float()) for r in references]
+        mus = torch.cat([p[0] for p in posteriors])
+        logsigs = torch.cat([p[1] for p in posteriors])
+        self.prior = fit_population_prior(mus.float(), logsigs.float())
 
     def encode(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, D, H, W) -> slice posteriors, in the configured slice order."""
@@ -68,8 +78,13 @@ class AdaptTrainer:
         with autocast(device, self.backbone.precision):
             fake = self.backbone.generator(target_inputs.to(device))
             mu_f, ls_f = self.encode(fake.float())
-            with torch.no_grad():
-                mu_r, ls_r = self.encode(real_t1.to(device).float())
+            if self.config.prior == "population":
+                if self.prior is None:
+                    raise RuntimeError("population prior not fitted: call fit_prior(references) first")
+                mu_r, ls_r = (p.expand_as(mu_f) for p in self.prior)
+            else:
+                with torch.no_grad():
+                    mu_r, ls_r = self.encode(real_t1.to(device).float())
         return latent_alignment_loss(mu_r.float(), ls_r.float(), mu_f.float(), ls_f.float(), self.config.ele_percent,
                                      self.config.kl_weight)
 
@@ -123,6 +138,8 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
             ``target_batches``). Under DDP pass *all* target volumes so every rank decides alike.
     """
     monitor = target_monitor or target_batches
+    if trainer.config.prior == "population":
+        trainer.fit_prior(references)
     generator = unwrap(trainer.backbone.generator)
     start = trainer.record(0, source_val(), monitor())
     objective = [trainer.mean_objective(monitor(), references)]

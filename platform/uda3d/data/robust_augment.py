@@ -14,36 +14,10 @@ target is never touched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from uda3d.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class RobustAugmentConfig:
-    """Strengths of the input-intensity augmentation (each transform fires with ``probability``)."""
-
-    probability: float = 0.5
-    bias_coeff: float = 0.4          # RandBiasField coefficient range (0, bias_coeff)
-    gamma_low: float = 0.6           # RandAdjustContrast gamma range
-    gamma_high: float = 1.6
-    noise_std: float = 0.05          # RandGaussianNoise std (fraction of the [0, 1] range)
-    blur_sigma: float = 2.0          # RandGaussianSmooth sigma range (0.5, blur_sigma) along one axis, voxels
-    histogram_points: int = 8        # RandHistogramShift control points
-    remap_knots: int = 6             # knots of the random monotone curve (0 disables it)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.probability <= 1:
-            raise ConfigError("probability", f"expected 0 <= p <= 1, got {self.probability}")
-        if self.bias_coeff < 0 or self.noise_std < 0 or self.blur_sigma < 0.5:
-            raise ConfigError("robust augmentation", "bias_coeff and noise_std >= 0, blur_sigma >= 0.5 expected")
-        if not 0 < self.gamma_low <= self.gamma_high:
-            raise ConfigError("gamma", f"expected 0 < gamma_low <= gamma_high, got {self.gamma_low}, {self.gamma_high}")
-        if self.histogram_points < 4 or self.remap_knots < 0 or self.remap_knots == 1:
-            raise ConfigError("robust augmentation", "histogram_points >= 4 and remap_knots 0 or >= 2 expected")
+from uda3d.config import RobustAugmentConfig
 
 
 def monotone_curve(rng: np.random.Generator, knots: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,9 +46,12 @@ def _rescale_in_mask(channel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, out.clamp(0.0, 1.0), torch.zeros_like(out))
 
 
-def robust_augment(inputs: torch.Tensor, generator: torch.Generator,
-                   config: RobustAugmentConfig = RobustAugmentConfig()) -> torch.Tensor:
-    """Augment a (C, D, H, W) input volume in [0, 1]; the brain is where any channel is non-zero."""
+def intensity_transforms(config: RobustAugmentConfig, blur_axis: int,
+                         p: float | None = None) -> list[tuple[str, object]]:
+    """The MONAI transforms of one channel's augmentation, named, in the order they are applied.
+
+    ``blur_axis`` is the one spatial axis (0-2) the Gaussian blur acts along (thick slices).
+    """
     from monai.transforms import (
         RandAdjustContrast,
         RandBiasField,
@@ -83,6 +60,19 @@ def robust_augment(inputs: torch.Tensor, generator: torch.Generator,
         RandHistogramShift,
     )
 
+    p = config.probability if p is None else p
+    sigmas = [(0.0, 0.0)] * 3
+    sigmas[blur_axis] = (0.5, config.blur_sigma)
+    return [("bias_field", RandBiasField(prob=p, coeff_range=(0.0, config.bias_coeff))),
+            ("contrast", RandAdjustContrast(prob=p, gamma=(config.gamma_low, config.gamma_high))),
+            ("histogram_shift", RandHistogramShift(prob=p, num_control_points=config.histogram_points)),
+            ("blur", RandGaussianSmooth(prob=p, sigma_x=sigmas[0], sigma_y=sigmas[1], sigma_z=sigmas[2])),
+            ("noise", RandGaussianNoise(prob=p, std=config.noise_std))]
+
+
+def robust_augment(inputs: torch.Tensor, generator: torch.Generator,
+                   config: RobustAugmentConfig = RobustAugmentConfig()) -> torch.Tensor:
+    """Augment a (C, D, H, W) input volume in [0, 1]; the brain is where any channel is non-zero."""
     mask = (inputs > 0).any(dim=0)
     seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
     rng = np.random.default_rng(seed)
@@ -90,19 +80,15 @@ def robust_augment(inputs: torch.Tensor, generator: torch.Generator,
     out = []
     for c in range(inputs.shape[0]):
         x = inputs[c:c + 1].float()
-        axis = int(rng.integers(3))
-        sigmas = [(0.0, 0.0)] * 3
-        sigmas[axis] = (0.5, config.blur_sigma)
-        transforms = [RandBiasField(prob=p, coeff_range=(0.0, config.bias_coeff)),
-                      RandAdjustContrast(prob=p, gamma=(config.gamma_low, config.gamma_high)),
-                      RandHistogramShift(prob=p, num_control_points=config.histogram_points),
-                      RandGaussianSmooth(prob=p, sigma_x=sigmas[0], sigma_y=sigmas[1], sigma_z=sigmas[2]),
-                      RandGaussianNoise(prob=p, std=config.noise_std)]
-        for t in transforms:
+        for _, t in intensity_transforms(config, int(rng.integers(3))):
             t.set_random_state(seed=int(rng.integers(2**31 - 1)))
-            x = torch.as_tensor(t(x)).float()
+            y = t(x)
+            x = (y.as_tensor() if hasattr(y, "as_tensor") else torch.as_tensor(y)).float()  # not a MetaTensor
             x = _rescale_in_mask(x[0], mask)[None]
         if config.remap_knots and rng.random() < p:
             x = _rescale_in_mask(apply_curve(x[0], monotone_curve(rng, config.remap_knots)), mask)[None]
         out.append(x[0])
     return torch.stack(out).to(inputs.dtype)
+
+
+__all__ = ["RobustAugmentConfig", "apply_curve", "intensity_transforms", "monotone_curve", "robust_augment"]

@@ -82,7 +82,7 @@ class Pix2PixTrainer:
             pairs = [augment_pair(xi, yi, augment_rng) for xi, yi in zip(x, y)]
             x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         if augment_rng is not None and self.config.robust_augment:
-            x = torch.stack([robust_augment(xi, augment_rng) for xi in x])
+            x = torch.stack([robust_augment(xi, augment_rng, self.config.robust) for xi in x])
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         accum = self.config.grad_accum
         boundary = (self._micro_step + 1) % accum == 0

@@ -1,0 +1,56 @@
+"""A label-free selection signal: the generator's error on *augmented* source-validation volumes.
+
+Nothing on the target site has a T1, so checkpoints and configurations cannot be ranked by target
+error. METHOD.md section 8 found one signal that tracked target quality where every adaptation
+objective was gamed: the brain MAE on source-validation volumes whose inputs were randomly
+intensity-augmented (the robust-augmentation family, ``uda3d.data.robust_augment``), i.e. how well
+a model copes with scanner-like input changes, measured where the truth is known. The augmented
+copies are drawn once from a fixed seed, so every candidate is scored on the same volumes.
+The comparison reports its Spearman correlation with target PSNR so users can see whether to trust it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from uda3d.config import RobustAugmentConfig
+from uda3d.data.robust_augment import robust_augment
+from uda3d.metrics.image import mean_metrics, volume_metrics
+
+
+@dataclass(frozen=True)
+class AugmentedSet:
+    """Augmented source-validation volumes: inputs (C, D, H, W), targets and masks (D, H, W)."""
+
+    inputs: tuple[torch.Tensor, ...]
+    targets: tuple[torch.Tensor, ...]
+    masks: tuple[torch.Tensor, ...]
+
+
+def augmented_source_set(items: Sequence[dict], copies: int = 2, seed: int = 12345,
+                         config: RobustAugmentConfig = RobustAugmentConfig(probability=1.0)) -> AugmentedSet:
+    """``copies`` augmented versions of each labelled item (``input``/``target``/``mask``), reproducibly."""
+    if copies < 1:
+        raise ValueError(f"expected copies >= 1, got {copies}")
+    rng = torch.Generator().manual_seed(seed)
+    inputs, targets, masks = [], [], []
+    for item in items:
+        for _ in range(copies):
+            inputs.append(robust_augment(item["input"], rng, config))
+            targets.append(item["target"][0])
+            masks.append(item["mask"][0])
+    return AugmentedSet(tuple(inputs), tuple(targets), tuple(masks))
+
+
+@torch.no_grad()
+def augmented_source_error(generator: torch.nn.Module, data: AugmentedSet) -> float:
+    """Mean brain MAE of ``generator`` on the augmented set (lower is better; no target labels used)."""
+    device = next(generator.parameters()).device
+    records = []
+    for x, y, m in zip(data.inputs, data.targets, data.masks):
+        fake = generator(x[None].to(device))[0, 0].float().cpu()
+        records.append(volume_metrics(fake, y, m))
+    return mean_metrics(records)["mae"]
