@@ -105,7 +105,7 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     try:
         code = main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
                      "--shape", "24", "24", "24", "--backbone-epochs", "3", "--vae-epochs", "2",
-                     "--supervised-epochs", "1", "--slice-size", "32", "--quiet"])
+                     "--supervised-epochs", "1", "--robust-epochs", "2", "--slice-size", "32", "--quiet"])
     finally:
         ray.shutdown()
     out = capsys.readouterr().out
@@ -113,15 +113,22 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     for step in ("[1/4] cohort", "[2/4] validate-data", "[3/4] preprocess", "[4/4] pipeline"):
         assert step in out
     assert re.search(r"load time: [\d.]+ s decoding, [\d.]+ s from cache", out)
-    for method in ("no_adaptation", "uda", "supervised"):
+    for method in ("no_adaptation", "uda", "method_kl", "supervised"):
         assert re.search(rf"  {method} +\d+\.\d+ +[-\d.]+ +\d\.\d+", out), method
-    assert "guard: " in out and "Spearman(objective, target PSNR)" in out
+    assert "uda (label-free choice): " in out and "method_kl guard: " in out
+    assert "Spearman(KL objective, target PSNR)" in out
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["split"] == "domain2_test"
-    for method in ("no_adaptation", "uda", "supervised"):
+    for method in ("no_adaptation", "uda", "method_kl", "supervised"):
         assert {"psnr", "ssim", "mae"} <= set(report[method])
-    assert "kept_epoch" in report["uda"]["guard"]
-    assert set(report["wilcoxon"]) == {"uda_vs_no_adaptation", "supervised_vs_no_adaptation"}
+    assert "kept_epoch" in report["method_kl"]["guard"]
+    selection = report["uda"]["selection"]
+    assert selection["chosen"] in ("no_adaptation", "robust") and len(selection["scores"]) == 2
+    expected = {"uda": report["runs"]["robust"]["checkpoint"] if selection["chosen"] == "robust"
+                else report["runs"]["backbone"]["checkpoint"]}
+    assert report["uda"]["checkpoint"] == expected["uda"]
+    assert set(report["wilcoxon"]) == {"uda_vs_no_adaptation", "method_kl_vs_no_adaptation",
+                                       "supervised_vs_no_adaptation"}
     assert (tmp_path / "demo" / "per_subject.csv").is_file() and (tmp_path / "demo" / "comparison.png").is_file()
     assert (tmp_path / "demo" / "mlflow.db").is_file()
 
@@ -149,4 +156,5 @@ def test_demo_epoch_default_matches_the_library():
     assert cli.DEMO_VAE_EPOCHS == demo.DEMO_VAE.epochs
     assert cli.DEMO_SLICE_SIZE == demo.DEMO_SLICE_SIZE
     assert cli.DEMO_SUPERVISED_EPOCHS == demo.DEMO_SUPERVISED_EPOCHS
+    assert cli.DEMO_ROBUST_EPOCHS == demo.DEMO_ROBUST_EPOCHS
     assert demo.DEMO_BACKBONE.epochs_decay == demo.DEMO_BACKBONE.epochs // 3

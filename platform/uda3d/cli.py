@@ -23,6 +23,7 @@ DEMO_BACKBONE_EPOCHS = 30
 DEMO_VAE_EPOCHS = 20
 DEMO_SLICE_SIZE = 64
 DEMO_SUPERVISED_EPOCHS = 20
+DEMO_ROBUST_EPOCHS = 40
 
 
 class _Parser(argparse.ArgumentParser):
@@ -240,7 +241,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     adapt = AdaptConfig(ele_percent=args.ele_percent, kl_weight=args.kl_weight, lr=args.lr, epochs=args.epochs,
                         target_subjects=args.target_subjects, slice_order=args.slice_order,
-                        source_step=not args.no_source_step, amp=args.amp, seed=args.seed)
+                        source_step=not args.no_source_step, prior=args.prior, amp=args.amp, seed=args.seed)
     guards = GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift)
     run = AdaptRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone_checkpoint=str(args.backbone),
                    vae_checkpoint=str(args.vae), adapt=adapt, guards=guards, preprocess=_preprocess_config(args),
@@ -273,12 +274,38 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         adapt=AdaptConfig(ele_percent=args.ele_percent, lr=args.adapt_lr, epochs=args.adapt_epochs,
                           kl_weight=args.kl_weight),
         guards=GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift),
-        supervised_epochs=args.supervised_epochs, slice_size=args.slice_size, preprocess=_preprocess_config(args),
-        scaling=_scaling_options(args), tracking=_tracking(args), progress=not args.quiet)
+        supervised_epochs=args.supervised_epochs, robust_epochs=args.robust_epochs, slice_size=args.slice_size,
+        preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
+        progress=not args.quiet)
     report = run_pipeline(config)
     print(format_table(report))
-    print(f"guard: {report['uda']['guard']['reason']}")
+    print(f"uda (label-free choice): {report['uda']['selection']['reason']}")
+    print(f"method_kl guard: {report['method_kl']['guard']['reason']}")
     print(f"report: {Path(args.workdir) / 'report.json'}")
+    return 0
+
+
+def cmd_compare_methods(args: argparse.Namespace) -> int:
+    from uda3d.compare.config import CompareConfig
+    from uda3d.compare.report import markdown_table
+    from uda3d.compare.run import compare_methods
+    from uda3d.config import AdaptConfig, BackboneConfig, HarmoniserConfig, VAEConfig
+
+    config = CompareConfig(
+        dataroot=str(args.dataroot), workdir=str(args.workdir), seeds=args.seeds,
+        backbone=BackboneConfig(ngf=args.ngf, ndf=args.ngf, lr=args.backbone_lr, epochs=args.backbone_epochs,
+                                epochs_decay=args.backbone_epochs_decay),
+        finetune_epochs=args.finetune_epochs, checkpoint_every=args.checkpoint_every,
+        supervised_epochs=args.supervised_epochs,
+        vae=VAEConfig(latent_channels=args.latent_channels, lr=args.vae_lr, epochs=args.vae_epochs),
+        slice_size=args.slice_size, adapt=AdaptConfig(lr=args.adapt_lr, epochs=args.adapt_epochs),
+        harmoniser=HarmoniserConfig(steps=args.harmoniser_steps), preprocess=_preprocess_config(args),
+        tracking=_tracking(args), progress=not args.quiet)
+    report = compare_methods(config)
+    print(markdown_table(report["rows"]))
+    for name, signal in report["signals"].items():
+        print(f"Spearman({name}, target PSNR) across checkpoints: {signal['mean_spearman']:.2f}")
+    print(f"table: {report['files']['markdown']}; figure: {report['files']['figure']}")
     return 0
 
 
@@ -319,7 +346,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     vae = dataclasses.replace(DEMO_VAE, epochs=args.vae_epochs)
     config = DemoConfig(workdir=Path(args.workdir), subjects_per_site=args.subjects_per_site,
                         shape=tuple(args.shape), seed=args.seed, backbone=backbone, vae=vae,
-                        supervised_epochs=args.supervised_epochs, slice_size=args.slice_size, address=args.address)
+                        supervised_epochs=args.supervised_epochs, robust_epochs=args.robust_epochs,
+                        slice_size=args.slice_size, address=args.address)
     run_demo(config, progress=not args.quiet)
     return 0
 
@@ -329,9 +357,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     # Stage defaults come from the config dataclasses (cheap imports), so the CLI cannot drift from them.
     from uda3d.adaptation.guards import GuardConfig
-    from uda3d.config import AdaptConfig, BackboneConfig, VAEConfig
+    from uda3d.compare.config import CompareConfig
+    from uda3d.config import AdaptConfig, BackboneConfig, HarmoniserConfig, VAEConfig
+    from uda3d.pipeline import PipelineConfig
 
     _BACKBONE, _VAE, _ADAPT, _GUARDS = BackboneConfig(), VAEConfig(), AdaptConfig(), GuardConfig()
+    _COMPARE, _HARMONISER = CompareConfig(dataroot="", workdir=""), HarmoniserConfig()
+    _PIPELINE = PipelineConfig(dataroot="", workdir="")
     parser = _Parser(prog="uda3d", description="Unsupervised domain adaptation of 3D MRI synthesis "
                                                "(FLAIR + T2 -> T1) on Ray.")
     parser.add_argument("--version", action="version", version=f"uda3d {__version__}")
@@ -444,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slice-order", choices=["intended", "faithful"], default="intended",
                    help="anatomical slices (default) or the original code's raw view")
     g.add_argument("--no-source-step", action="store_true", help="skip the supervised source step")
+    g.add_argument("--prior", choices=["subject", "population"], default=_ADAPT.prior,
+                   help="reference latents: one source subject (the method) or a per-element population Gaussian")
     g.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16, or fp16 + scaler)")
     g.add_argument("--seed", type=_non_negative_int, default=0)
     g = p.add_argument_group("guards (no target labels needed)")
@@ -476,9 +510,36 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adapt-epochs", type=_positive_int, default=_ADAPT.epochs)
     g.add_argument("--max-source-drop", type=float, default=_GUARDS.max_source_drop)
     g.add_argument("--max-intensity-drift", type=float, default=_GUARDS.max_intensity_drift)
-    g.add_argument("--supervised-epochs", type=_positive_int, default=20)
+    g.add_argument("--supervised-epochs", type=_positive_int, default=_PIPELINE.supervised_epochs)
+    g.add_argument("--robust-epochs", type=_positive_int, default=_PIPELINE.robust_epochs,
+                   help="epochs of the robust fine-tune (the default uda)")
     _add_preprocess_options(p)
     _add_scaling_options(p)
+
+    p = add("compare-methods", cmd_compare_methods,
+            "every adaptation method and baseline on the same splits and seeds: table (CSV, Markdown), bar chart")
+    p.add_argument("--dataroot", type=Path, required=True)
+    p.add_argument("--workdir", type=Path, default=Path("uda3d-compare"))
+    p.add_argument("--seeds", type=_positive_int, default=3)
+    p.add_argument("--experiment", default="uda3d")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--no-tracking", action="store_true")
+    g = p.add_argument_group("budgets (defaults: the method's backbone; small ones for a quick look)")
+    g.add_argument("--ngf", type=_positive_int, default=_BACKBONE.ngf)
+    g.add_argument("--backbone-lr", type=float, default=_BACKBONE.lr)
+    g.add_argument("--backbone-epochs", type=_non_negative_int, default=_BACKBONE.epochs)
+    g.add_argument("--backbone-epochs-decay", type=_non_negative_int, default=_BACKBONE.epochs_decay)
+    g.add_argument("--finetune-epochs", type=_positive_int, default=_COMPARE.finetune_epochs)
+    g.add_argument("--checkpoint-every", type=_positive_int, default=_COMPARE.checkpoint_every)
+    g.add_argument("--supervised-epochs", type=_positive_int, default=_COMPARE.supervised_epochs)
+    g.add_argument("--slice-size", type=_positive_int, default=256)
+    g.add_argument("--latent-channels", type=_positive_int, default=_VAE.latent_channels)
+    g.add_argument("--vae-lr", type=float, default=_VAE.lr)
+    g.add_argument("--vae-epochs", type=_positive_int, default=_VAE.epochs)
+    g.add_argument("--adapt-lr", type=float, default=_ADAPT.lr)
+    g.add_argument("--adapt-epochs", type=_positive_int, default=_ADAPT.epochs)
+    g.add_argument("--harmoniser-steps", type=_positive_int, default=_HARMONISER.steps)
+    _add_preprocess_options(p)
 
     p = add("evaluate", cmd_evaluate, "score generator checkpoints on a split: per-subject CSV, summary with "
                                       "bootstrap CIs, paired Wilcoxon vs no_adaptation, comparison figure")
@@ -505,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="constant-lr backbone epochs (a third as many decay epochs follow)")
     p.add_argument("--vae-epochs", type=_positive_int, default=DEMO_VAE_EPOCHS)
     p.add_argument("--supervised-epochs", type=_positive_int, default=DEMO_SUPERVISED_EPOCHS)
+    p.add_argument("--robust-epochs", type=_positive_int, default=DEMO_ROBUST_EPOCHS,
+                   help="epochs of the robust fine-tune (the default uda)")
     p.add_argument("--slice-size", type=_positive_int, default=DEMO_SLICE_SIZE, help="VAE slice side (power of 2)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     return parser

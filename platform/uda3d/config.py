@@ -276,3 +276,21 @@ class AdaptConfig:
             raise ConfigError("slice_order", f"expected one of {list(SLICE_ORDERS)}, got {self.slice_order!r}")
         if self.prior not in PRIORS:
             raise ConfigError("prior", f"expected one of {list(PRIORS)}, got {self.prior!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HarmoniserConfig:
+    """Fitting the monotone harmoniser by sliced Wasserstein to the source inputs."""
+
+    knots: int = 8
+    steps: int = 200
+    lr: float = 0.05
+    voxels: int = 4096          # brain voxels sampled per step from source and from target
+    projections: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.knots < 2 or self.steps < 1 or self.voxels < 16 or self.projections < 1:
+            raise ConfigError("harmoniser", "expected knots >= 2, steps >= 1, voxels >= 16, projections >= 1")
+        if not 0 < self.lr < 10:
+            raise ConfigError("harmoniser lr", f"expected 0 < lr < 10, got {self.lr}")

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.tracking import MlflowClient
-
 ENV_URI = "MLFLOW_TRACKING_URI"
 
 
@@ -42,6 +40,8 @@ def ensure_experiment(config: TrackingConfig) -> str | None:
     """Create the experiment if needed (in the driver) and return its id."""
     if config.uri is None:
         return None
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=config.uri)
     found = client.get_experiment_by_name(config.experiment)
     if found is not None:
@@ -78,6 +78,8 @@ class Tracker:
     def __init__(self, config: TrackingConfig | None) -> None:
         self.config = config if config is not None and config.uri else None
         self.run_id: str | None = None
+        from mlflow.tracking import MlflowClient  # imported when used: keeps `uda3d --help` light
+
         self._client = MlflowClient(tracking_uri=self.config.uri) if self.config else None
         self._logged_through: int | None = None
 

@@ -48,3 +48,16 @@ def test_augmented_source_error_is_the_brain_mae():
     model = ChannelMean()
     expected = sum(float((x.mean(0) - y)[m].abs().mean()) for x, y, m in zip(data.inputs, data.targets, data.masks))
     assert augmented_source_error(model, data) == pytest.approx(expected / len(data.inputs), rel=1e-5)
+
+
+def test_choose_model_takes_the_lowest_signal_within_the_source_guard():
+    from uda3d.adaptation.selection import CandidateScore, choose_model
+
+    scores = [CandidateScore("plain", 0.10, 20.0), CandidateScore("robust", 0.08, 19.7),
+              CandidateScore("greedy", 0.05, 19.0)]
+    name, reason = choose_model(scores, "plain", max_source_drop=0.5)
+    assert name == "robust" and "greedy" in reason
+    assert choose_model(scores, "plain", max_source_drop=2.0)[0] == "greedy"
+    assert choose_model(scores[:1] + [CandidateScore("worse", 0.2, 20.5)], "plain", 0.5)[0] == "plain"
+    with pytest.raises(ValueError):
+        choose_model(scores, "missing", 0.5)

@@ -21,11 +21,11 @@ Wasserstein-1 distance between the projected samples, taken between their quanti
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from uda3d.config import HarmoniserConfig
 from uda3d.data.robust_augment import apply_curve
 from uda3d.errors import ConfigError
 
@@ -131,24 +131,6 @@ class InputMapped(nn.Module):
         return self.generator(self.input_map(inputs))
 
 
-@dataclass(frozen=True)
-class HarmoniserConfig:
-    """Fitting the monotone harmoniser by sliced Wasserstein to the source inputs."""
-
-    knots: int = 8
-    steps: int = 200
-    lr: float = 0.05
-    voxels: int = 4096          # brain voxels sampled per step from source and from target
-    projections: int = 32
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.knots < 2 or self.steps < 1 or self.voxels < 16 or self.projections < 1:
-            raise ConfigError("harmoniser", "expected knots >= 2, steps >= 1, voxels >= 16, projections >= 1")
-        if not 0 < self.lr < 10:
-            raise ConfigError("harmoniser lr", f"expected 0 < lr < 10, got {self.lr}")
-
-
 def brain_voxels(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
     """All brain voxels of (C, D, H, W) volumes as (N, C) rows."""
     rows = [v.movedim(0, -1)[brain_mask(v[None])[0]] for v in volumes]
@@ -203,3 +185,7 @@ def reestimate_norm_statistics(model: nn.Module, batches: Sequence[torch.Tensor]
         m.momentum = momentum
     model.train(was_training)
     return len(layers)
+
+
+__all__ = ["HarmoniserConfig", "HistogramMatch", "InputMapped", "MonotoneHarmoniser", "fit_harmoniser",
+           "pooled_source_quantiles", "reestimate_norm_statistics", "sliced_wasserstein"]

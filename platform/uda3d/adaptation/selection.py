@@ -54,3 +54,30 @@ def augmented_source_error(generator: torch.nn.Module, data: AugmentedSet) -> fl
         fake = generator(x[None].to(device))[0, 0].float().cpu()
         records.append(volume_metrics(fake, y, m))
     return mean_metrics(records)["mae"]
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """What label-free selection knows of one candidate model."""
+
+    name: str
+    augmented_source_mae: float
+    source_val_psnr: float
+
+
+def choose_model(scores: Sequence[CandidateScore], baseline: str, max_source_drop: float) -> tuple[str, str]:
+    """The candidate with the lowest augmented source-val MAE among those within the source guard.
+
+    A candidate is within the guard when its source-val PSNR is at most ``max_source_drop`` dB below
+    the ``baseline``'s (the unadapted model, always allowed). Returns (name, reason).
+    """
+    by_name = {s.name: s for s in scores}
+    if baseline not in by_name:
+        raise ValueError(f"the baseline {baseline!r} must be among the candidates {sorted(by_name)}")
+    floor = by_name[baseline].source_val_psnr - max_source_drop
+    allowed = [s for s in scores if s.source_val_psnr >= floor or s.name == baseline]
+    best = min(allowed, key=lambda s: s.augmented_source_mae)
+    dropped = sorted(s.name for s in scores if s not in allowed)
+    reason = (f"{best.name}: lowest augmented source-val MAE ({best.augmented_source_mae:.4f}) among "
+              f"{sorted(s.name for s in allowed)}" + (f"; {dropped} broke the source guard" if dropped else ""))
+    return best.name, reason

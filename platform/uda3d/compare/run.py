@@ -26,52 +26,20 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from uda3d.adaptation.guards import GuardConfig
-from uda3d.adaptation.input_maps import HarmoniserConfig
+from uda3d.compare.config import CompareConfig
 from uda3d.compare.table import BASELINE, UPPER, MethodResult, summarise_methods
 from uda3d.config import AdaptConfig, BackboneConfig, PreprocessConfig, VAEConfig
 from uda3d.data.layout import discover
 from uda3d.errors import DataError
-from uda3d.tracking import TrackingConfig
 
 SPLITS = ("domain1_train", "domain1_val", "domain1_test", "domain2_train", "domain2_val", "domain2_test")
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """What to compare, with which budgets (the benchmark passes the demo's small networks)."""
-
-    dataroot: str
-    workdir: str
-    seeds: int = 3
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    finetune_epochs: int = 20
-    finetune_lr_factor: float = 0.5          # fine-tune lr = backbone lr x this
-    checkpoint_every: int = 5
-    supervised_epochs: int = 20
-    vae: VAEConfig = field(default_factory=VAEConfig)
-    slice_size: int = 256
-    adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    harmoniser: HarmoniserConfig = field(default_factory=HarmoniserConfig)
-    guards: GuardConfig = field(default_factory=lambda: GuardConfig(max_source_drop=0.5))
-    selection_copies: int = 2
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=None))
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        from uda3d.errors import ConfigError
-
-        if self.seeds < 1:
-            raise ConfigError("--seeds", f"expected a positive integer, got {self.seeds}")
-        if self.finetune_epochs < 1 or self.checkpoint_every < 1 or self.supervised_epochs < 1:
-            raise ConfigError("epochs", "fine-tune, checkpoint and supervised epochs must be positive")
 
 
 @dataclass
@@ -209,7 +177,12 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
         pooled_source_quantiles,
         reestimate_norm_statistics,
     )
-    from uda3d.adaptation.selection import augmented_source_error, augmented_source_set
+    from uda3d.adaptation.selection import (
+        CandidateScore,
+        augmented_source_error,
+        augmented_source_set,
+        choose_model,
+    )
     from uda3d.metrics.summary import spearman
     from uda3d.training.pix2pix import fit_backbone
 
@@ -225,8 +198,9 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
     def record(method: str, seed: int, generator: torch.nn.Module, note: str = "") -> MethodResult:
         target, per_subject = score(generator, data.items["domain2_test"])
         source, _ = score(generator, data.items["domain1_test"])
+        source_val, _ = score(generator, data.items["domain1_val"])
         result = MethodResult(method, seed, target, source, per_subject,
-                              augmented_source_error(generator, selection_set), note)
+                              augmented_source_error(generator, selection_set), source_val["psnr"], note)
         results.append(result)
         print(f"    {method:<28} target {target['psnr']:6.2f} dB  source {source['psnr']:6.2f} dB  "
               f"aug-source MAE {result.label_free:.4f}{'  (' + note + ')' if note else ''}")
@@ -288,13 +262,12 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
                 record(f"{prefix}{variant}", seed, adapted,
                        f"objective {history[0]['objective']:.3g} -> {history[-1]['objective']:.3g}, "
                        f"kept epoch {story['kept_epoch']}")
-        seed_results = [r for r in results if r.seed == seed and r.method != UPPER]
-        base_source = next(r.source["psnr"] for r in seed_results if r.method == BASELINE)
-        guarded = [r for r in seed_results if base_source - r.source["psnr"] <= config.guards.max_source_drop]
-        pick = min(guarded, key=lambda r: r.label_free)
-        picks.append({"seed": seed, "method": pick.method, "target_psnr": pick.target["psnr"]})
-        print(f"  seed {seed}: label-free pick (lowest augmented source-val MAE within the source guard): "
-              f"{pick.method}")
+        seed_results = {r.method: r for r in results if r.seed == seed and r.method != UPPER}
+        name, reason = choose_model([CandidateScore(r.method, r.label_free, r.source_val_psnr)
+                                     for r in seed_results.values()], BASELINE, config.guards.max_source_drop)
+        picks.append({"seed": seed, "method": name, "target_psnr": seed_results[name].target["psnr"],
+                      "reason": reason})
+        print(f"  seed {seed}: label-free pick: {reason}")
 
     rows = summarise_methods(results)
     report = {"rows": rows, "picks": picks, "signals": _signal_correlations(traces, spearman),

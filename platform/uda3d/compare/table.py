@@ -31,6 +31,7 @@ class MethodResult:
     source: Mapping[str, float]                  # the same on the source test split
     target_psnr_per_subject: Mapping[str, float] = field(default_factory=dict)
     label_free: float = math.nan                 # the selection signal (augmented source-val MAE)
+    source_val_psnr: float = math.nan            # what the source guard looks at
     note: str = ""
 
 
