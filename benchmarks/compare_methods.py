@@ -17,19 +17,24 @@ from pathlib import Path
 from uda3d.cohort.generate import CohortConfig, generate_cohort
 from uda3d.compare.config import CompareConfig
 from uda3d.compare.run import compare_methods
-from uda3d.demo import DEMO_BACKBONE, DEMO_SLICE_SIZE, DEMO_VAE, DemoConfig
+from uda3d.demo import (
+    DEMO_BACKBONE,
+    DEMO_ROBUST_EPOCHS,
+    DEMO_SLICE_SIZE,
+    DEMO_SUPERVISED_EPOCHS,
+    DEMO_VAE,
+    DemoConfig,
+)
 from uda3d.tracking import resolve_tracking
 
 RESULTS = Path(__file__).parent / "results"
-COMPARE_FINETUNE_EPOCHS = 20
-COMPARE_SUPERVISED_EPOCHS = 20
 
 
 def demo_compare_config(root: Path, workdir: Path, seeds: int) -> CompareConfig:
     """The demo's budgets (the same backbone, VAE and adaptation the demo pipeline uses)."""
     return CompareConfig(dataroot=str(root), workdir=str(workdir), seeds=seeds, backbone=DEMO_BACKBONE,
-                         finetune_epochs=COMPARE_FINETUNE_EPOCHS, checkpoint_every=5,
-                         supervised_epochs=COMPARE_SUPERVISED_EPOCHS, vae=DEMO_VAE, slice_size=DEMO_SLICE_SIZE,
+                         finetune_epochs=DEMO_ROBUST_EPOCHS, checkpoint_every=5,
+                         supervised_epochs=DEMO_SUPERVISED_EPOCHS, vae=DEMO_VAE, slice_size=DEMO_SLICE_SIZE,
                          tracking=resolve_tracking(workdir, "uda3d-compare"), progress=False)
 
 

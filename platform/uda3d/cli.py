@@ -309,6 +309,17 @@ def cmd_compare_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from uda3d.cluster.submit import load_runtime_env, stage_command, submit
+
+    runtime_env = load_runtime_env(args.runtime_env, base=Path.cwd())
+    entrypoint = stage_command(args.stage, args.stage_args, args.num_workers, args.gpus_per_worker)
+    print(f"submitting to {args.address}: {entrypoint}", flush=True)
+    job_id, status = submit(args.address, entrypoint, runtime_env, wait=not args.no_wait)
+    print(f"\njob {job_id}: {status}")
+    return 0 if status == "SUCCEEDED" or (args.no_wait and status in ("PENDING", "RUNNING")) else 1
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -353,6 +364,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- parser ---------------------------------------------------------------------------------------
+
+STAGES = ("cohort", "ingest-brats", "validate-data", "preprocess", "train-backbone", "slices", "train-vae", "adapt",
+          "pipeline", "compare-methods", "evaluate", "synthesize", "demo")
+
 
 def build_parser() -> argparse.ArgumentParser:
     # Stage defaults come from the config dataclasses (cheap imports), so the CLI cannot drift from them.
@@ -540,6 +555,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adapt-epochs", type=_positive_int, default=_ADAPT.epochs)
     g.add_argument("--harmoniser-steps", type=_positive_int, default=_HARMONISER.steps)
     _add_preprocess_options(p)
+
+    p = add("submit", cmd_submit, "run a stage on a Ray cluster as a Ray job (ships the code, streams the logs); "
+                                  "options go before STAGE")
+    p.add_argument("--address", required=True, help="the cluster's dashboard/job server, e.g. http://HEAD:8265")
+    p.add_argument("--runtime-env", type=Path, default=Path("cluster/runtime_env.yaml"),
+                   help="runtime env YAML, paths relative to the current folder (default cluster/runtime_env.yaml)")
+    p.add_argument("--num-workers", type=_positive_int, default=None, help="Ray Train workers of the stage")
+    p.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per Ray Train worker (implies --use-gpu)")
+    p.add_argument("--no-wait", action="store_true", help="return once submitted (exit 0 while it runs)")
+    p.add_argument("stage", choices=sorted(STAGES), help="the uda3d command to run on the cluster")
+    p.add_argument("stage_args", nargs=argparse.REMAINDER, help="that command's options")
 
     p = add("evaluate", cmd_evaluate, "score generator checkpoints on a split: per-subject CSV, summary with "
                                       "bootstrap CIs, paired Wilcoxon vs no_adaptation, comparison figure")

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def ensure_ray(address: str | None, train_cpus: float = 0.0) -> None:
-    """Connect to ``address``, or start a local Ray on demand (the embedded default).
+    """Connect to ``address`` (or ``$RAY_ADDRESS``, set inside a Ray job), else start a local Ray on demand.
 
     A local Ray gets at least one logical CPU more than the training workers reserve: Ray Data's
     read tasks need a CPU slot of their own, and a cluster whose every CPU is held by a training
@@ -30,6 +30,9 @@ def ensure_ray(address: str | None, train_cpus: float = 0.0) -> None:
 
     if ray.is_initialized():
         return
+    job_cluster = os.environ.get("RAY_ADDRESS", "")  # set inside `ray job submit` (a GCS address, not http)
+    if not address and job_cluster and not job_cluster.startswith("http"):
+        address = job_cluster
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
