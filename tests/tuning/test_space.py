@@ -1,0 +1,65 @@
+"""Search spaces: the shipped ones load; bad ones are rejected before any trial, naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from uda3d.errors import ConfigError
+from uda3d.tuning.space import load_space, to_tune
+
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+@pytest.mark.parametrize("name", ["adaptation", "data_amount", "sensitivity"])
+def test_shipped_spaces_load_and_convert(name):
+    space = load_space(SPACES / f"{name}.yaml")
+    tune_space = to_tune(space)
+    assert {p.name for p in space.params} <= set(tune_space)
+    assert space.num_samples >= 1 and space.mode in ("min", "max")
+
+
+def test_adaptation_space_samples_inside_its_bounds():
+    from ray.tune.search.sample import Domain
+
+    space = load_space(SPACES / "adaptation.yaml")
+    tune_space = to_tune(space)
+    for p in space.params:
+        domain = tune_space[p.name]
+        assert isinstance(domain, Domain)
+        draws = [domain.sample() for _ in range(200)]
+        assert all(p.low <= d <= p.high for d in draws), p.name
+    assert {d for d in (tune_space["target_subjects"].sample() for _ in range(400))} == {1, 2, 3, 4}
+
+
+BAD = {
+    "unknown parameter": ("params:\n  momentum: {type: uniform, low: 0, high: 1}\n",
+                          r"params\.momentum: unknown parameter"),
+    "low > high": ("params:\n  lr: {type: loguniform, low: 1.0e-3, high: 1.0e-5}\n", r"params\.lr\.low: low .* > high"),
+    "ele_percent above 100": ("params:\n  ele_percent: {type: uniform, low: 10, high: 120}\n",
+                              r"params\.ele_percent\.high: expected 0 < ele_percent <= 100"),
+    "ele_percent zero": ("params:\n  ele_percent: {type: uniform, low: 0, high: 50}\n",
+                         r"params\.ele_percent\.low: expected 0 < ele_percent <= 100"),
+    "negative lr": ("params:\n  lr: {type: uniform, low: -1.0e-5, high: 1.0e-5}\n",
+                    r"params\.lr\.low: expected 0 < lr < 1"),
+    "unknown distribution": ("params:\n  lr: {type: normal, low: 0, high: 1}\n", r"params\.lr\.type: expected one of"),
+    "unknown top key": ("paramz: {}\n", r"paramz: unknown key"),
+    "bad mode": ("mode: lowest\nparams:\n  lr: {type: choice, values: [1.0e-5]}\n", r"mode: expected one of"),
+    "bad choice": ("params:\n  target_subjects: {type: choice, values: [0, 2]}\n",
+                   r"params\.target_subjects\.values: expected a positive integer"),
+    "wrong type": ("params:\n  target_subjects: {type: int, low: one, high: 3}\n",
+                   r"params\.target_subjects\.low: expected an integer"),
+    "bad scheduler": ("scheduler: {type: asha, grace: 2}\nparams:\n  lr: {type: choice, values: [1.0e-5]}\n",
+                      r"scheduler\.grace: unknown key"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_spaces_name_the_file_and_the_key(tmp_path, case):
+    text, pattern = BAD[case]
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_space(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
