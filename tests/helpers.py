@@ -15,3 +15,30 @@ def subject_dir(root: Path, split: str = "domain1_train", index: int = 0) -> Pat
 
 def modality_file(folder: Path, modality: str) -> Path:
     return folder / f"{folder.name}_{modality}.nii.gz"
+
+
+def tiny_checkpoints(cohort: Path, base: Path) -> tuple[Path, Path]:
+    """A tiny trained backbone and slice VAE (32^2 slices) for adaptation tests: (backbone dir, VAE dir)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from uda3d.config import BackboneConfig, PreprocessConfig, VAEConfig
+    from uda3d.data.datasets import paired_dataset
+    from uda3d.data.layout import discover
+    from uda3d.data.slices import SliceConfig, volume_to_slices
+    from uda3d.training.checkpoint import save_state
+    from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
+    from uda3d.training.vae import VAETrainer, fit_vae
+
+    cpu = torch.device("cpu")
+    train = paired_dataset(discover(cohort, ("domain1_train",))["domain1_train"], PreprocessConfig(), base / "cache")
+    backbone = Pix2PixTrainer(BackboneConfig(ngf=4, ndf=4, lr=2e-3, epochs=3, epochs_decay=0, augment=False), cpu)
+    fit_backbone(backbone, lambda e: DataLoader(train, batch_size=1), None, lambda m: None)
+    save_state(base / "backbone", backbone.state_dict())
+    slices = SliceConfig(size=32)
+    vae = VAETrainer(VAEConfig(latent_channels=8, lr=3e-3, epochs=3), 32, cpu)
+    fit_vae(vae, lambda e: [volume_to_slices(train[i]["target"][0], slices) for i in range(len(train))], None,
+            lambda m: None)
+    save_state(base / "vae", {**vae.state_dict(), "slice_config": {"size": 32, "plane": "coronal", "low": 1.0,
+                                                                   "high": 99.0}})
+    return base / "backbone", base / "vae"

@@ -320,6 +320,35 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if status == "SUCCEEDED" or (args.no_wait and status in ("PENDING", "RUNNING")) else 1
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from uda3d.adaptation.guards import GuardConfig
+    from uda3d.tuning.space import load_space
+    from uda3d.tuning.tune import TuneRun, run_tune
+
+    space = load_space(args.space)  # validated before anything starts
+    guards = GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift)
+    run = TuneRun(space=space, dataroot=str(args.dataroot), workdir=str(args.workdir),
+                  backbone_checkpoint=str(args.backbone), vae_checkpoint=str(args.vae), guards=guards,
+                  preprocess=_preprocess_config(args), tracking=_tracking(args), registered_model=args.register_as,
+                  address=args.address, resume=args.resume)
+    summary = run_tune(run)
+    print(f"study {space.name}: {summary['trials']} of {summary['planned']} trials, "
+          f"{summary['stopped_early']} stopped early (ASHA or a guard)")
+    best = summary["best"]
+    if best:
+        shown = {p.name: best[p.name] for p in space.params}
+        print(f"best without target labels ({space.metric}, {space.mode}): {shown} -> {best[space.metric]:.4f}; "
+              f"oracle target-test PSNR {best['target_test_psnr']:.2f} dB")
+    else:
+        print("no trial kept every guard: nothing registered")
+    if summary["registered_model"]:
+        print(f"registered: {summary['registered_model']['uri']}")
+    print(f"Spearman(label-free metric, target-test PSNR) across trials: "
+          f"{summary['spearman_label_free_vs_target_psnr']:.2f}")
+    print(f"trials: {run.study_dir / 'trials.csv'}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
@@ -366,7 +395,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------------
 
 STAGES = ("cohort", "ingest-brats", "validate-data", "preprocess", "train-backbone", "slices", "train-vae", "adapt",
-          "pipeline", "compare-methods", "evaluate", "synthesize", "demo")
+          "pipeline", "compare-methods", "tune", "evaluate", "synthesize", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -554,6 +583,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adapt-lr", type=float, default=_ADAPT.lr)
     g.add_argument("--adapt-epochs", type=_positive_int, default=_ADAPT.epochs)
     g.add_argument("--harmoniser-steps", type=_positive_int, default=_HARMONISER.steps)
+    _add_preprocess_options(p)
+
+    p = add("tune", cmd_tune, "Ray Tune + Optuna (TPE) + ASHA over the adaptation's hyperparameters from a "
+                              "search_spaces/*.yaml; trials in MLflow, the label-free best registered as champion")
+    p.add_argument("--space", type=Path, required=True, help="search space YAML (search_spaces/adaptation.yaml)")
+    p.add_argument("--dataroot", type=Path, required=True)
+    p.add_argument("--backbone", type=Path, required=True, help="backbone checkpoint to adapt")
+    p.add_argument("--vae", type=Path, required=True, help="slice-VAE checkpoint")
+    p.add_argument("--workdir", type=Path, default=Path("uda3d-runs"))
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study of this space's name")
+    p.add_argument("--register-as", default="uda3d-adapted", help="MLflow registered model name")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--experiment", default="uda3d")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--no-tracking", action="store_true")
+    p.add_argument("--max-source-drop", type=float, default=_GUARDS.max_source_drop)
+    p.add_argument("--max-intensity-drift", type=float, default=_GUARDS.max_intensity_drift)
     _add_preprocess_options(p)
 
     p = add("submit", cmd_submit, "run a stage on a Ray cluster as a Ray job (ships the code, streams the logs); "

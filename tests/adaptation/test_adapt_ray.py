@@ -7,16 +7,10 @@ import json
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from torch.utils.data import DataLoader
 
+from tests.helpers import tiny_checkpoints
 from uda3d.cli import main
-from uda3d.config import BackboneConfig, PreprocessConfig, VAEConfig
-from uda3d.data.datasets import paired_dataset
-from uda3d.data.layout import discover
-from uda3d.data.slices import SliceConfig, volume_to_slices
-from uda3d.training.checkpoint import load_state, save_state
-from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
-from uda3d.training.vae import VAETrainer, fit_vae
+from uda3d.training.checkpoint import load_state
 
 pytestmark = pytest.mark.slow
 CPU = torch.device("cpu")
@@ -24,19 +18,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def checkpoints(tiny_cohort, tmp_path_factory):
-    base = tmp_path_factory.mktemp("adapt")
-    train = paired_dataset(discover(tiny_cohort, ("domain1_train",))["domain1_train"], PreprocessConfig(),
-                           base / "cache")
-    backbone = Pix2PixTrainer(BackboneConfig(ngf=4, ndf=4, lr=2e-3, epochs=3, epochs_decay=0, augment=False), CPU)
-    fit_backbone(backbone, lambda e: DataLoader(train, batch_size=1), None, lambda m: None)
-    save_state(base / "backbone", backbone.state_dict())
-    slices = SliceConfig(size=32)
-    vae = VAETrainer(VAEConfig(latent_channels=8, lr=3e-3, epochs=3), 32, CPU)
-    fit_vae(vae, lambda e: [volume_to_slices(train[i]["target"][0], slices) for i in range(len(train))], None,
-            lambda m: None)
-    save_state(base / "vae", {**vae.state_dict(), "slice_config": {"size": 32, "plane": "coronal", "low": 1.0,
-                                                                   "high": 99.0}})
-    return base / "backbone", base / "vae"
+    return tiny_checkpoints(tiny_cohort, tmp_path_factory.mktemp("adapt"))
 
 
 def test_adapt_with_a_destructive_lr_keeps_a_safe_model(tiny_cohort, checkpoints, tmp_path, capsys):

@@ -59,18 +59,20 @@ class Data:
         return [item["input"] for item in self.items[split]]
 
 
-def load_data(dataroot: str, preprocess: PreprocessConfig, cache_dir: Path) -> Data:
+def load_data(dataroot: str, preprocess: PreprocessConfig, cache_dir: Path, splits: tuple[str, ...] = SPLITS,
+              unlabelled: tuple[str, ...] = ("domain2_val",), stage: str = "compare-methods") -> Data:
+    """Every split's preprocessed items (sorted by id); all but ``unlabelled`` splits must have T1."""
     from uda3d.data.datasets import unpaired_dataset
 
     found = discover(dataroot)
-    for name in SPLITS:
+    for name in splits:
         if not found.get(name):
-            raise DataError(Path(dataroot) / name, "split is missing or empty; compare-methods needs it")
+            raise DataError(Path(dataroot) / name, f"split is missing or empty; {stage} needs it")
     items = {}
-    for name in SPLITS:
+    for name in splits:
         dataset = unpaired_dataset(sorted(found[name], key=lambda s: s.id), preprocess, cache_dir)
         items[name] = [dataset[i] for i in range(len(dataset))]
-        if name != "domain2_val" and any("target" not in it for it in items[name]):
+        if name not in unlabelled and any("target" not in it for it in items[name]):
             raise DataError(Path(dataroot) / name, "every subject needs a T1 here (training or scoring)")
     return Data(items)
 
@@ -317,10 +319,10 @@ def _write_outputs(workdir: Path, rows, report: dict[str, Any], config: CompareC
     tracker = Tracker(config.tracking)
     tracker.start("compare-methods", params={k: v for k, v in report["config"].items() if k != "tracking"},
                   tags={"stage": "compare-methods"})
-    for i, row in enumerate(rows):
-        tracker.log_metrics({f"{row['method']}.target_psnr": row["target_psnr"],
-                             f"{row['method']}.target_psnr_std": row["target_psnr_std"],
-                             f"{row['method']}.source_kept_db": row["source_kept_db"]}, step=0)
+    for row in rows:
+        name = row["method"].replace("+", "/")  # MLflow metric names allow no '+'
+        tracker.log_metrics({f"{name}.{key}": row[key] for key in ("target_psnr", "target_psnr_std", "source_kept_db")},
+                            step=0)
     for path in files.values():
         tracker.log_artifact(path)
     tracker.end()

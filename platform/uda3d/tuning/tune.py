@@ -1,0 +1,282 @@
+"""``uda3d tune``: Ray Tune + Optuna over the adaptation's hyperparameters, every trial in MLflow.
+
+Each trial adapts a backbone (the method's latent-KL adaptation, in the trial's process, one CPU)
+with the sampled ``ele_percent`` / ``lr`` / ``kl_weight`` / ``target_subjects`` and reports every
+epoch to Tune: the label-free selection signal (brain MAE on augmented source-validation volumes,
+``uda3d.adaptation.selection``), the guards' inputs and verdict, the KL objective, and — as the
+oracle, for reporting only — the target-test PSNR. Optuna's TPE sampler (seeded) proposes the
+configs, ASHA stops weak trials early, and a trial whose guard breaks stops there.
+
+Deployment selection uses no target labels: the best trial is the lowest (or highest, per the space)
+label-free metric among trials that never broke a guard; its adapted generator is registered in the
+MLflow Model Registry with the alias ``champion``. The report gives the Spearman correlation between
+the label-free ranking and the oracle so users can see whether to trust it. MLflow holds one parent
+run per study and one nested child run per trial. ``--resume`` continues an interrupted study with
+``Tuner.restore`` (finished trials are kept, unfinished ones resumed from their checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uda3d.adaptation.guards import GuardConfig
+from uda3d.config import AdaptConfig, PreprocessConfig
+from uda3d.errors import ConfigError
+from uda3d.tracking import TrackingConfig
+from uda3d.tuning.space import SearchSpace
+
+TUNE_SPLITS = ("domain1_train", "domain1_val", "domain2_val", "domain2_test")
+PARENT_FILE = "parent_run_id"
+
+
+@dataclass(frozen=True)
+class TuneRun:
+    """One study: the space, the models it adapts, where it writes."""
+
+    space: SearchSpace
+    dataroot: str
+    workdir: str
+    backbone_checkpoint: str
+    vae_checkpoint: str
+    guards: GuardConfig = field(default_factory=GuardConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=None))
+    registered_model: str = "uda3d-adapted"
+    address: str | None = None
+    resume: bool = False
+
+    @property
+    def study_dir(self) -> Path:
+        return (Path(self.workdir) / "tune" / self.space.name).resolve()
+
+    @property
+    def storage_path(self) -> str:
+        return str((Path(self.workdir) / "ray_results").resolve())
+
+
+def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
+    """One Tune trial: adapt under the guards, reporting every epoch (with a checkpoint) to Tune and MLflow."""
+    import ray.tune
+    import torch
+
+    from uda3d.adaptation.guards import EpochRecord, violation
+    from uda3d.adaptation.selection import augmented_source_error, augmented_source_set
+    from uda3d.adaptation.trainer import AdaptTrainer, fit_adapt
+    from uda3d.compare.run import _trainer, load_data, score
+    from uda3d.config import BackboneConfig, VAEConfig, from_dict
+    from uda3d.data.slices import SliceConfig
+    from uda3d.models.vae2d import SliceVAE
+    from uda3d.tracking import Tracker
+    from uda3d.training.checkpoint import load_state, save_state
+
+    torch.set_num_threads(max(1, int(payload["cpus_per_trial"])))
+    adapt = from_dict(AdaptConfig, {**payload["fixed"], **config})
+    guards = GuardConfig(**payload["guards"])
+    preprocess = from_dict(PreprocessConfig, payload["preprocess"])
+    data = load_data(payload["dataroot"], preprocess, Path(payload["cache_dir"]), TUNE_SPLITS, ("domain2_val",), "tune")
+    data.items["domain2_val"] = data.items["domain2_val"][: adapt.target_subjects]
+    state = load_state(payload["backbone_checkpoint"])
+    backbone = _trainer(from_dict(BackboneConfig, state["config"]), state)
+    vae_state = load_state(payload["vae_checkpoint"])
+    vae_config = from_dict(VAEConfig, vae_state["config"])
+    vae = SliceVAE(int(vae_state["slice_size"]), vae_config.gf_dim, vae_config.latent_channels)
+    vae.encoder.load_state_dict(vae_state["encoder"])
+    trainer = AdaptTrainer(backbone, vae.encoder, from_dict(SliceConfig, vae_state["slice_config"]), adapt)
+    selection = augmented_source_set(data.items["domain1_val"])
+    references = [item["target"][None] for item in data.items["domain1_train"]]
+
+    context = ray.tune.get_context()
+    tracker = Tracker(TrackingConfig(**payload["tracking"]))
+    tracker.start(f"trial-{context.get_trial_id()}", params={"adapt": asdict(adapt), "guards": payload["guards"]},
+                  tags={"mlflow.parentRunId": payload["parent_run_id"] or "", "stage": "tune-trial",
+                        "study": payload["study"], "trial_id": context.get_trial_id()})
+    start: dict[str, float] = {}
+
+    def report(metrics: dict[str, float]) -> None:
+        if metrics["epoch"] == 0:
+            start.update(metrics)
+            tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=0)
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        record = EpochRecord(epoch, metrics["source_val_psnr"], metrics["target_mean"], metrics["target_std"])
+        first = EpochRecord(0, start["source_val_psnr"], start["target_mean"], start["target_std"])
+        problem = violation(record, first, guards)
+        out = {**metrics, "augmented_source_mae": augmented_source_error(backbone.generator, selection),
+               "guard_ok": 0.0 if problem else 1.0, "mlflow_run_id_set": 1.0}
+        out["target_test_psnr"] = out.pop("eval_target_test_psnr")
+        tracker.log_metrics({k: v for k, v in out.items() if k not in ("epoch", "mlflow_run_id_set")}, step=epoch)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_state(Path(tmp), {**backbone.state_dict(), "adapt": asdict(adapt), "epoch": epoch})
+            ray.tune.report({**out, "mlflow_run_id": tracker.run_id or ""},
+                            checkpoint=ray.tune.Checkpoint.from_directory(tmp))
+
+    def oracle() -> dict[str, float]:
+        return {"target_test_psnr": score(backbone.generator, data.items["domain2_test"])[0]["psnr"]}
+
+    fit_adapt(trainer, lambda e: data.batches("domain1_train", adapt.seed * 1000 + e),
+              lambda: data.batches("domain2_val"), lambda: data.batches("domain1_val"), references, guards,
+              report=report, evaluate=oracle, on_epoch_end=on_epoch_end)
+    tracker.end()
+
+
+def _parent_run(run: TuneRun) -> str | None:
+    """The study's MLflow parent run: created once, reused on ``--resume``."""
+    from uda3d.tracking import Tracker
+
+    path = run.study_dir / PARENT_FILE
+    if run.resume and path.is_file():
+        return path.read_text().strip() or None
+    tracker = Tracker(run.tracking)
+    run_id = tracker.start(f"study-{run.space.name}", params={"space": _jsonable(asdict(run.space)),
+                                                               "backbone_checkpoint": run.backbone_checkpoint,
+                                                               "vae_checkpoint": run.vae_checkpoint},
+                           tags={"stage": "tune", "study": run.space.name})
+    run.study_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id or "")
+    return run_id
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def build_tuner(run: TuneRun, parent_run_id: str | None):
+    """The ``Tuner`` for a fresh study, or the restored one (``run.resume``)."""
+    from optuna.samplers import RandomSampler, TPESampler
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from uda3d.tuning.space import to_tune
+
+    space = run.space
+    payload = {"dataroot": str(Path(run.dataroot).resolve()), "cache_dir": str((Path(run.workdir) / "cache").resolve()),
+               "backbone_checkpoint": str(Path(run.backbone_checkpoint).resolve()),
+               "vae_checkpoint": str(Path(run.vae_checkpoint).resolve()), "fixed": dict(space.fixed),
+               "guards": asdict(run.guards), "preprocess": asdict(run.preprocess), "tracking": asdict(run.tracking),
+               "parent_run_id": parent_run_id, "study": space.name, "cpus_per_trial": space.cpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(adapt_trial, payload=payload),
+                                    {"CPU": space.cpus_per_trial, "GPU": space.gpus_per_trial})
+    folder = os.path.join(run.storage_path, space.name)
+    if run.resume:
+        if not tune.Tuner.can_restore(folder):
+            raise ConfigError("--resume", f"no study to resume at {folder}")
+        return tune.Tuner.restore(folder, trainable, resume_unfinished=True, resume_errored=True)
+    epochs = int(space.fixed.get("epochs", AdaptConfig().epochs))
+    sampler = TPESampler(seed=space.sampler_seed) if space.sampler == "tpe" else RandomSampler(seed=space.sampler_seed)
+    searcher = ConcurrencyLimiter(OptunaSearch(sampler=sampler, seed=space.sampler_seed),
+                                  max_concurrent=space.max_concurrent_trials)
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=space.grace_period,
+                               reduction_factor=space.reduction_factor)
+                 if space.scheduler == "asha" else FIFOScheduler())
+    return tune.Tuner(trainable, param_space=to_tune(space),
+                      tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher,
+                                                  scheduler=scheduler, num_samples=space.num_samples),
+                      run_config=tune.RunConfig(name=space.name, storage_path=run.storage_path, verbose=0,
+                                                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+def trial_rows(results, space: SearchSpace) -> list[dict[str, Any]]:
+    """One row per trial: its config, last reported metrics, epochs run, guard verdict, checkpoint."""
+    rows = []
+    for r in results:
+        if r.metrics is None or space.metric not in (r.metrics or {}):
+            continue
+        rows.append({"trial_id": r.metrics.get("trial_id", ""), **{p.name: r.config.get(p.name) for p in space.params},
+                     "epochs_run": int(r.metrics.get("training_iteration", 0)),
+                     space.metric: float(r.metrics[space.metric]),
+                     "target_test_psnr": float(r.metrics.get("target_test_psnr", math.nan)),
+                     "guard_ok": bool(r.metrics.get("guard_ok", 0.0)),
+                     "checkpoint": r.checkpoint.path if r.checkpoint else "",
+                     "mlflow_run_id": r.metrics.get("mlflow_run_id", "")})
+    return rows
+
+
+def choose_best(rows: list[dict[str, Any]], space: SearchSpace) -> dict[str, Any] | None:
+    """The best label-free metric among trials that kept every guard (None if none did)."""
+    eligible = [r for r in rows if r["guard_ok"] and r["checkpoint"]]
+    if not eligible:
+        return None
+    sign = 1.0 if space.mode == "min" else -1.0
+    return min(eligible, key=lambda r: sign * r[space.metric])
+
+
+def register_champion(run: TuneRun, best: dict[str, Any]) -> dict[str, Any]:
+    """Log the best trial's generator to its MLflow run and register it with the alias ``champion``."""
+    from mlflow.tracking import MlflowClient
+
+    if run.tracking.uri is None or not best["mlflow_run_id"]:
+        return {}
+    client = MlflowClient(tracking_uri=run.tracking.uri)
+    client.log_artifacts(best["mlflow_run_id"], best["checkpoint"], "model")
+    try:
+        client.create_registered_model(run.registered_model)
+    except Exception as e:  # already registered (MlflowException RESOURCE_ALREADY_EXISTS)
+        if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
+            raise
+    source = f"{client.get_run(best['mlflow_run_id']).info.artifact_uri}/model"
+    version = client.create_model_version(run.registered_model, source, run_id=best["mlflow_run_id"],
+                                          tags={"study": run.space.name})
+    client.set_registered_model_alias(run.registered_model, "champion", version.version)
+    return {"name": run.registered_model, "version": version.version, "alias": "champion",
+            "uri": f"models:/{run.registered_model}@champion"}
+
+
+def run_tune(run: TuneRun) -> dict[str, Any]:
+    """Run (or resume) the study; writes ``WORKDIR/tune/NAME/{trials.csv,summary.json}`` and returns the summary."""
+    from uda3d.compare.run import load_data
+    from uda3d.metrics.summary import spearman
+    from uda3d.tracking import Tracker
+    from uda3d.training.ray_runtime import ensure_ray
+
+    load_data(run.dataroot, run.preprocess, Path(run.workdir) / "cache", TUNE_SPLITS, ("domain2_val",), "tune")
+    ensure_ray(run.address, run.space.cpus_per_trial * run.space.max_concurrent_trials)
+    parent_run_id = _parent_run(run)
+    results = build_tuner(run, parent_run_id).fit()
+    rows = trial_rows(results, run.space)
+    best = choose_best(rows, run.space)
+    registered = register_champion(run, best) if best else {}
+    rho = spearman([r[run.space.metric] for r in rows], [r["target_test_psnr"] for r in rows])
+    summary = {"study": run.space.name, "trials": len(rows), "planned": run.space.num_samples,
+               "best": best, "registered_model": registered, "parent_run_id": parent_run_id,
+               "spearman_label_free_vs_target_psnr": rho,
+               "stopped_early": sum(r["epochs_run"] < int(run.space.fixed.get("epochs", AdaptConfig().epochs))
+                                    for r in rows),
+               "rows": rows}
+    _write(run, summary)
+    tracker = Tracker(run.tracking)
+    if parent_run_id:
+        tracker.start("", run_id=parent_run_id)
+        tracker.log_metrics({"trials": len(rows), "spearman_label_free_vs_target_psnr": rho}, step=0)
+        tracker.log_artifact(run.study_dir / "trials.csv")
+        tracker.log_artifact(run.study_dir / "summary.json")
+        tracker.end()
+    return summary
+
+
+def _write(run: TuneRun, summary: dict[str, Any]) -> None:
+    import csv
+    import io
+
+    from uda3d.io.atomic import atomic_file
+
+    rows = summary["rows"]
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_file(run.study_dir / "trials.csv") as tmp:
+        tmp.write_text(buffer.getvalue())
+    with atomic_file(run.study_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+__all__ = ["TuneRun", "adapt_trial", "build_tuner", "choose_best", "register_champion", "run_tune", "trial_rows"]
