@@ -332,6 +332,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
                   preprocess=_preprocess_config(args), tracking=_tracking(args), registered_model=args.register_as,
                   address=args.address, resume=args.resume)
     summary = run_tune(run)
+    if summary.get("interrupted"):
+        print(f"study {space.name} interrupted after {summary['trials']} of {summary['planned']} trials; "
+              "run the same command with --resume to finish it")
+        return 130
     print(f"study {space.name}: {summary['trials']} of {summary['planned']} trials, "
           f"{summary['stopped_early']} stopped early (ASHA or a guard)")
     best = summary["best"]

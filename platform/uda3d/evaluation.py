@@ -28,10 +28,21 @@ class SplitMetrics:
 
 
 def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """The generator of a backbone checkpoint (its config travels in the checkpoint), in eval mode."""
+    """The generator of a checkpoint (its config travels in it), in eval mode.
+
+    A checkpoint that also holds an input ``harmoniser`` (``uda3d.adaptation.input_maps``) loads as
+    the harmoniser in front of the generator, so every consumer (evaluation, synthesis) uses both.
+    """
     state = load_state(checkpoint, map_location=device)
     generator = build_generator(from_dict(BackboneConfig, state["config"])).to(device)
     generator.load_state_dict(state["generator"])
+    if "harmoniser" in state:
+        from uda3d.adaptation.input_maps import InputMapped, MonotoneHarmoniser
+
+        logits = state["harmoniser"]["logits"]
+        harmoniser = MonotoneHarmoniser(logits.shape[0], logits.shape[1] + 1).to(device)
+        harmoniser.load_state_dict(state["harmoniser"])
+        generator = InputMapped(harmoniser, generator)
     return generator.eval()
 
 

@@ -9,10 +9,12 @@ adaptation / supervised on domain2_test: per-subject CSV, a comparison figure, a
 guards' decisions and the Spearman correlation between the KL objective and the target PSNR across
 adaptation checkpoints. Whatever the numbers say is what the report says.
 
-``uda`` is the default the measurements chose (``benchmarks/results/compare_methods.md``): the
-robust fine-tune, kept only if it has a lower augmented source-val MAE than the plain backbone and
-keeps source-val PSNR within ``robust_max_source_drop`` dB (``adaptation.selection.choose_model``);
-otherwise ``uda`` is the plain backbone and the report says why. No target T1 is involved.
+``uda`` is the default the measurements chose (``benchmarks/results/compare_methods.md``): among
+the plain backbone, its robust fine-tune, and the robust fine-tune behind a monotone input
+harmoniser fitted to the unlabeled target inputs (sliced Wasserstein to the source inputs), the one
+with the lowest augmented source-val MAE whose source-val PSNR stays within ``robust_max_source_drop``
+dB of the plain backbone's (``adaptation.selection.choose_model``); the report says which and why.
+No target T1 is involved.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from uda3d.adaptation.guards import GuardConfig
-from uda3d.config import AdaptConfig, BackboneConfig, PreprocessConfig, ScalingOptions, VAEConfig
+from uda3d.config import AdaptConfig, BackboneConfig, HarmoniserConfig, PreprocessConfig, ScalingOptions, VAEConfig
 from uda3d.data.layout import discover
 from uda3d.errors import DataError
 from uda3d.io.atomic import atomic_file
@@ -49,6 +51,7 @@ class PipelineConfig:
     robust_epochs: int = 60
     robust_lr_factor: float = 0.5
     robust_max_source_drop: float = 0.5
+    harmoniser: HarmoniserConfig = field(default_factory=HarmoniserConfig)
     slice_size: int = 256
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     scaling: ScalingOptions = field(default_factory=ScalingOptions)
@@ -105,9 +108,12 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     supervised = run_backbone(BackboneRun(dataroot=config.dataroot, backbone=supervised_config,
                                           preprocess=config.preprocess, source_domain="domain2",
                                           run_name="supervised", init_checkpoint=backbone.checkpoint, **common))
+    print("  input harmoniser for the robust backbone: monotone curves fitted to domain2_val inputs (no labels)")
+    harmonised = harmonise(robust.checkpoint, config)
     print("  label-free choice of uda: augmented source-val MAE within the source guard")
-    selection = select_uda({"no_adaptation": backbone.checkpoint, "robust": robust.checkpoint}, config)
-    chosen = {"no_adaptation": backbone.checkpoint, "robust": robust.checkpoint}[selection["chosen"]]
+    candidates = {"no_adaptation": backbone.checkpoint, "robust": robust.checkpoint, "robust+harmoniser": harmonised}
+    selection = select_uda(candidates, config)
+    chosen = candidates[selection["chosen"]]
     models = {"no_adaptation": backbone.checkpoint, "uda": chosen, "method_kl": adapted.checkpoint,
               "supervised": supervised.checkpoint}
     report = evaluate_methods(models, config.dataroot, "domain2_test", config.preprocess, workdir)
@@ -118,6 +124,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     report["adaptation_history"] = adapted.history
     report["runs"] = {"backbone": {"checkpoint": backbone.checkpoint, "mlflow_run_id": backbone.mlflow_run_id},
                       "robust": {"checkpoint": robust.checkpoint, "mlflow_run_id": robust.mlflow_run_id},
+                      "robust+harmoniser": {"checkpoint": harmonised, "mlflow_run_id": robust.mlflow_run_id},
                       "vae": {"checkpoint": vae.checkpoint, "mlflow_run_id": vae.mlflow_run_id},
                       "adapt": {"checkpoint": adapted.checkpoint, "mlflow_run_id": adapted.mlflow_run_id},
                       "supervised": {"checkpoint": supervised.checkpoint, "mlflow_run_id": supervised.mlflow_run_id}}
@@ -128,6 +135,23 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     with atomic_file(workdir / REPORT) as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
     return report
+
+
+def harmonise(checkpoint: str, config: PipelineConfig) -> str:
+    """Fit the SW input harmoniser (domain2_val inputs -> domain1_train inputs) and save it with ``checkpoint``."""
+    from uda3d.adaptation.input_maps import fit_harmoniser
+    from uda3d.data.datasets import unpaired_dataset
+    from uda3d.training.checkpoint import load_state, save_state
+
+    cache = Path(config.workdir) / "cache"
+    found = discover(config.dataroot, ("domain1_train", "domain2_val"))
+    inputs = {name: [d[i]["input"] for i in range(len(d))]
+              for name, d in ((n, unpaired_dataset(found[n], config.preprocess, cache)) for n in found)}
+    harmoniser, history = fit_harmoniser(inputs["domain2_val"], inputs["domain1_train"], config.harmoniser)
+    out = Path(config.workdir) / "adapted" / "robust+harmoniser"
+    save_state(out, {**load_state(checkpoint), "harmoniser": harmoniser.state_dict(),
+                     "harmoniser_config": asdict(config.harmoniser), "harmoniser_loss": history[-1]})
+    return str(out)
 
 
 def select_uda(candidates: dict[str, str], config: PipelineConfig) -> dict[str, Any]:

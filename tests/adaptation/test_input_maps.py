@@ -120,3 +120,25 @@ def test_adabn_reestimates_batchnorm_and_is_identity_for_instance_norm():
     before = generator(x)
     assert reestimate_norm_statistics(generator, [x]) == 0
     torch.testing.assert_close(generator(x), before)
+
+
+def test_a_checkpoint_with_a_harmoniser_loads_as_harmoniser_then_generator(tmp_path):
+    from dataclasses import asdict
+
+    from uda3d.config import BackboneConfig
+    from uda3d.evaluation import load_generator
+    from uda3d.models.factory import build_generator
+    from uda3d.training.checkpoint import save_state
+
+    config = BackboneConfig(ngf=4)
+    generator = build_generator(config).eval()
+    harmoniser = MonotoneHarmoniser(2, 5)
+    with torch.no_grad():
+        harmoniser.logits.normal_(0, 1, generator=torch.Generator().manual_seed(0))
+    save_state(tmp_path, {"generator": generator.state_dict(), "config": asdict(config),
+                          "harmoniser": harmoniser.state_dict()})
+    loaded = load_generator(tmp_path)
+    x = torch.rand(1, 2, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert isinstance(loaded, InputMapped)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), generator(harmoniser(x)))

@@ -240,6 +240,10 @@ def run_tune(run: TuneRun) -> dict[str, Any]:
     ensure_ray(run.address, run.space.cpus_per_trial * run.space.max_concurrent_trials)
     parent_run_id = _parent_run(run)
     results = build_tuner(run, parent_run_id).fit()
+    if results.num_terminated + results.num_errors < run.space.num_samples:
+        # Ctrl-C (Tune saves the study and returns early): nothing is chosen from a partial study
+        return {"study": run.space.name, "interrupted": True, "trials": results.num_terminated,
+                "planned": run.space.num_samples}
     rows = trial_rows(results, run.space)
     best = choose_best(rows, run.space)
     registered = register_champion(run, best) if best else {}
