@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -79,8 +80,6 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A real Ray head on loopback, started from this venv; only its own processes are stopped."""
-    import psutil
-
     port, dashboard = _free_port(), _free_port()
     temp = Path(f"/tmp/u3r{os.getpid()}")                      # short: Unix socket paths are limited
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -88,19 +87,46 @@ def ray_cluster(tmp_path_factory):
     ray_cli = Path(sys.executable).parent / "ray"
     subprocess.run([str(ray_cli), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "2",
-                    "--temp-dir", str(temp), "--disable-usage-stats", "--include-dashboard", "true"],
+                    "--temp-dir", str(temp), "--disable-usage-stats", "--include-dashboard", "true",
+                    # every port of our own, so no other Ray on the machine (or a lingering one) collides
+                    "--dashboard-agent-listen-port", str(_free_port()), "--dashboard-agent-grpc-port",
+                    str(_free_port()), "--runtime-env-agent-port", str(_free_port()),
+                    "--metrics-export-port", str(_free_port()), "--min-worker-port", "20000",
+                    "--max-worker-port", "20999"],
                    env=env, check=True, capture_output=True, timeout=120)
     address = f"http://127.0.0.1:{dashboard}"
     try:
         yield address
     finally:
-        mine = [p for p in psutil.process_iter(["cmdline"]) if any(str(temp) in a for a in (p.info["cmdline"] or []))]
-        for p in mine:
-            p.terminate()
-        _, alive = psutil.wait_procs(mine, timeout=15)
-        for p in alive:
-            p.kill()
+        mine = _processes_mentioning(str(temp))
+        for pid in mine:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.time() + 15
+        while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in mine):
+            time.sleep(0.5)
+        for pid in mine:
+            _signal(pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line mentions ``text`` (the cluster's own temp folder), from /proc."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if text.encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _submit(capsys, address: str, *args: str) -> tuple[int, str]:
@@ -132,7 +158,7 @@ def test_stages_run_as_jobs_on_a_local_cluster(ray_cluster, tiny_cohort, tmp_pat
     code, out = _submit(capsys, ray_cluster, "train-vae", "--store", str(work / "slices"), "--workdir", str(work),
                         "--latent-channels", "8", "--epochs", "2", "--quiet")
     assert code == 0, out
-    vae = re.search(r"vae checkpoint: (\S+)", out).group(1)
+    vae = re.search(r"VAE checkpoint: (\S+)", out).group(1)
     code, out = _submit(capsys, ray_cluster, "adapt", "--dataroot", root, "--backbone", backbone, "--vae", vae,
                         "--workdir", str(work), "--epochs", "1", "--quiet")
     assert code == 0 and "guard:" in out, out
@@ -150,11 +176,12 @@ def test_plain_ray_job_submit_from_the_readme_and_a_failing_job(ray_cluster, tin
     ray_cli = Path(sys.executable).parent / "ray"
     probe = ("python -c \"import platform, uda3d; assert platform.system(); print('stdlib platform', "
              "platform.python_version(), 'uda3d from', uda3d.__file__)\"")
+    env = dict(os.environ, RAY_AUTH_MODE="token")               # Ray 2.60's default token auth (README)
     done = subprocess.run([str(ray_cli), "job", "submit", "--address", ray_cluster, "--working-dir", ".",
                            "--runtime-env", "cluster/runtime_env.yaml", "--", "bash", "-c", probe],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "stdlib platform" in done.stdout, done.stdout + done.stderr
-    assert "SUCCEEDED" in done.stdout
+    assert "succeeded" in done.stdout.lower()
     # a bad config fails the job with the clear one-line error, and `uda3d submit` exits non-zero
     code, out = _submit(capsys, ray_cluster, "train-backbone", "--dataroot", str(tiny_cohort), "--workdir",
                         str(tmp_path / "w"), "--lr", "5", "--no-tracking", "--quiet")
@@ -183,9 +210,14 @@ def test_mlflow_server_script_serves_on_loopback(tmp_path):
                 time.sleep(0.5)
         else:
             pytest.fail("mlflow server did not answer /health")
-        listening = [c for c in __import__("psutil").net_connections("tcp")
-                     if c.laddr and c.laddr.port == port and c.status == "LISTEN"]
-        assert listening and all(c.laddr.ip == "127.0.0.1" for c in listening)
+        # bound to loopback only: the machine's own network address does not answer
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("10.255.255.255", 1))
+            own_ip = probe.getsockname()[0]
+        if own_ip != "127.0.0.1":
+            with socket.socket() as outside, pytest.raises(OSError):
+                outside.settimeout(2)
+                outside.connect((own_ip, port))
         client = MlflowClient(tracking_uri=url)
         run = client.create_run(client.create_experiment("probe"))
         client.log_metric(run.info.run_id, "x", 1.0)

@@ -77,6 +77,17 @@ def dashboard_address(address: str) -> str:
     return address if "://" in address else f"http://{address}"
 
 
+def auth_headers() -> dict[str, str]:
+    """Ray 2.60 clusters use token authentication by default: send the token (``$RAY_AUTH_TOKEN``,
+    ``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) as a Bearer header when there is one. Passing
+    it explicitly works whatever ``RAY_AUTH_MODE`` Ray read when it was first imported."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+        token = path.read_text().strip() if path.is_file() else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def submit(address: str, entrypoint: str, runtime_env: dict[str, Any], wait: bool = True,
            log: Callable[[str], None] = lambda line: print(line, end="", flush=True),
            poll_s: float = 1.0) -> tuple[str, str]:
@@ -88,8 +99,16 @@ def submit(address: str, entrypoint: str, runtime_env: dict[str, Any], wait: boo
     if os.environ.get("MLFLOW_TRACKING_URI"):
         env_vars.setdefault("MLFLOW_TRACKING_URI", os.environ["MLFLOW_TRACKING_URI"])
     env["env_vars"] = env_vars
-    client = JobSubmissionClient(dashboard_address(address))
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=env)
+    client = JobSubmissionClient(dashboard_address(address), headers=auth_headers() or None)
+    deadline = time.monotonic() + 120
+    while True:  # a freshly started head answers before its job agent is up ("No available agent")
+        try:
+            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=env)
+            break
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
     if not wait:
         return job_id, client.get_job_status(job_id).value
     shown = 0
