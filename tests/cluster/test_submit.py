@@ -178,9 +178,11 @@ def test_plain_ray_job_submit_from_the_readme_and_a_failing_job(ray_cluster, tin
              "platform.python_version(), 'uda3d from', uda3d.__file__)\"")
     env = dict(os.environ, RAY_AUTH_MODE="token")               # Ray 2.60's default token auth (README)
     done = subprocess.run([str(ray_cli), "job", "submit", "--address", ray_cluster, "--working-dir", ".",
-                           "--runtime-env", "cluster/runtime_env.yaml", "--", "bash", "-c", probe],
+                           "--runtime-env", "cluster/runtime_env.yaml", "--", "bash", "-c",
+                           f"{probe} && python -m uda3d validate-data {tiny_cohort}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "stdlib platform" in done.stdout, done.stdout + done.stderr
+    assert "domain2_test" in done.stdout                        # the stage ran inside the job
     assert "succeeded" in done.stdout.lower()
     # a bad config fails the job with the clear one-line error, and `uda3d submit` exits non-zero
     code, out = _submit(capsys, ray_cluster, "train-backbone", "--dataroot", str(tiny_cohort), "--workdir",
