@@ -105,12 +105,13 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     try:
         code = main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
                      "--shape", "24", "24", "24", "--backbone-epochs", "3", "--vae-epochs", "2",
-                     "--supervised-epochs", "1", "--robust-epochs", "2", "--slice-size", "32", "--quiet"])
+                     "--supervised-epochs", "1", "--robust-epochs", "2", "--slice-size", "32", "--tune-trials", "2",
+                     "--quiet"])
     finally:
         ray.shutdown()
     out = capsys.readouterr().out
     assert code == 0, out
-    for step in ("[1/4] cohort", "[2/4] validate-data", "[3/4] preprocess", "[4/4] pipeline"):
+    for step in ("[1/5] cohort", "[2/5] validate-data", "[3/5] preprocess", "[4/5] pipeline", "[5/5] tune"):
         assert step in out
     assert re.search(r"load time: [\d.]+ s decoding, [\d.]+ s from cache", out)
     for method in ("no_adaptation", "uda", "method_kl", "supervised"):
@@ -134,6 +135,10 @@ def test_demo_runs_every_stage(tmp_path, capsys):
                                        "supervised_vs_no_adaptation"}
     assert (tmp_path / "demo" / "per_subject.csv").is_file() and (tmp_path / "demo" / "comparison.png").is_file()
     assert (tmp_path / "demo" / "mlflow.db").is_file()
+    # the closing tuning run: 2 trials, nested under one study run, and where to look
+    tune = json.loads((tmp_path / "demo" / "tune" / "demo" / "summary.json").read_text())
+    assert tune["trials"] == tune["planned"] == 2
+    assert f"mlflow ui --backend-store-uri sqlite:///{(tmp_path / 'demo').resolve() / 'mlflow.db'}" in out
 
 
 def _readme_commands() -> list[str]:
@@ -158,6 +163,7 @@ def test_demo_epoch_default_matches_the_library():
     assert cli.DEMO_BACKBONE_EPOCHS == demo.DEMO_BACKBONE.epochs
     assert cli.DEMO_VAE_EPOCHS == demo.DEMO_VAE.epochs
     assert cli.DEMO_SLICE_SIZE == demo.DEMO_SLICE_SIZE
+    assert cli.DEMO_TUNE_TRIALS == demo.DEMO_TUNE_TRIALS
     assert cli.DEMO_SUPERVISED_EPOCHS == demo.DEMO_SUPERVISED_EPOCHS
     assert cli.DEMO_ROBUST_EPOCHS == demo.DEMO_ROBUST_EPOCHS
     assert demo.DEMO_BACKBONE.epochs_decay == demo.DEMO_BACKBONE.epochs // 3

@@ -24,6 +24,7 @@ DEMO_VAE_EPOCHS = 20
 DEMO_SLICE_SIZE = 64
 DEMO_SUPERVISED_EPOCHS = 20
 DEMO_ROBUST_EPOCHS = 40
+DEMO_TUNE_TRIALS = 4
 
 
 class _Parser(argparse.ArgumentParser):
@@ -320,22 +321,33 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if status == "SUCCEEDED" or (args.no_wait and status in ("PENDING", "RUNNING")) else 1
 
 
-def cmd_tune(args: argparse.Namespace) -> int:
+def _tune_run(args: argparse.Namespace, space, kind: str):
     from uda3d.adaptation.guards import GuardConfig
+    from uda3d.tuning.tune import TuneRun
+
+    guards = GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift)
+    return TuneRun(space=space, dataroot=str(args.dataroot), workdir=str(args.workdir),
+                   backbone_checkpoint=str(args.backbone), vae_checkpoint=str(args.vae), guards=guards,
+                   preprocess=_preprocess_config(args), tracking=_tracking(args),
+                   registered_model=getattr(args, "register_as", "uda3d-adapted"), address=args.address,
+                   resume=args.resume, kind=kind)
+
+
+def _interrupted(kind: str, summary: dict) -> int:
+    print(f"{kind} {summary['study']} interrupted after {summary['trials']} of {summary['planned']} trials; "
+          "run the same command with --resume to finish it")
+    return 130
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
     from uda3d.tuning.space import load_space
-    from uda3d.tuning.tune import TuneRun, run_tune
+    from uda3d.tuning.tune import run_tune
 
     space = load_space(args.space)  # validated before anything starts
-    guards = GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift)
-    run = TuneRun(space=space, dataroot=str(args.dataroot), workdir=str(args.workdir),
-                  backbone_checkpoint=str(args.backbone), vae_checkpoint=str(args.vae), guards=guards,
-                  preprocess=_preprocess_config(args), tracking=_tracking(args), registered_model=args.register_as,
-                  address=args.address, resume=args.resume)
+    run = _tune_run(args, space, "tune")
     summary = run_tune(run)
     if summary.get("interrupted"):
-        print(f"study {space.name} interrupted after {summary['trials']} of {summary['planned']} trials; "
-              "run the same command with --resume to finish it")
-        return 130
+        return _interrupted("study", summary)
     print(f"study {space.name}: {summary['trials']} of {summary['planned']} trials, "
           f"{summary['stopped_early']} stopped early (ASHA or a guard)")
     best = summary["best"]
@@ -350,6 +362,43 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"Spearman(label-free metric, target-test PSNR) across trials: "
           f"{summary['spearman_label_free_vs_target_psnr']:.2f}")
     print(f"trials: {run.study_dir / 'trials.csv'}")
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from uda3d.tuning.space import load_space
+    from uda3d.tuning.study import STUDIES, format_value, run_study, shipped_space, study_points
+
+    space = load_space(args.space or shipped_space(STUDIES[args.study]))
+    study_points(space)  # a space that is not a grid of choices fails here, before anything starts
+    summary = run_study(_tune_run(args, space, "study"))
+    if summary.get("interrupted"):
+        return _interrupted("study", summary)
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    metric = summary["metric"]
+    names = [p.name for p in space.params]
+    print(f"study {space.name} ({summary['design']}): {summary['trials']} trials, seeds {summary['seeds']}; "
+          f"no adaptation: target-test PSNR {summary['no_adaptation_target_test_psnr']:.2f} dB")
+    print("  " + "".join(f"{n:>16}" for n in names) + f"{metric + ' (mean +- seed std)':>36}{'guards kept':>13}")
+    for point in summary["points"]:
+        print("  " + "".join(f"{format_value(point[n]):>16}" for n in names)
+              + f"{point[f'{metric}_mean']:>27.3f} +- {point[f'{metric}_std']:<6.3f}"
+              + f"{point['guard_ok']:>9}/{point['seeds']}")
+    print(f"tables and figures: {Path(summary['files']['points']).parent}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from uda3d.compare.runs import compare_runs, markdown
+
+    tracking = _tracking(args)
+    if tracking.uri is None:
+        raise ConfigError("--no-tracking", "compare reads MLflow; give --tracking-uri or a --workdir with mlflow.db")
+    result = compare_runs(tracking, args.out or Path(args.workdir) / "compare" / args.experiment, args.filter,
+                          metric=args.metric, metrics=args.metrics, params=args.params, log=not args.no_log)
+    print(markdown(result["columns"], result["rows"]))
+    print(f"files: {', '.join(result['files'].values())}")
     return 0
 
 
@@ -391,7 +440,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = DemoConfig(workdir=Path(args.workdir), subjects_per_site=args.subjects_per_site,
                         shape=tuple(args.shape), seed=args.seed, backbone=backbone, vae=vae,
                         supervised_epochs=args.supervised_epochs, robust_epochs=args.robust_epochs,
-                        slice_size=args.slice_size, address=args.address)
+                        slice_size=args.slice_size, tune_trials=args.tune_trials, address=args.address)
     run_demo(config, progress=not args.quiet)
     return 0
 
@@ -399,7 +448,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------------
 
 STAGES = ("cohort", "ingest-brats", "validate-data", "preprocess", "train-backbone", "slices", "train-vae", "adapt",
-          "pipeline", "compare-methods", "tune", "evaluate", "synthesize", "demo")
+          "pipeline", "compare-methods", "tune", "study", "compare", "evaluate", "synthesize", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -408,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     from uda3d.compare.config import CompareConfig
     from uda3d.config import AdaptConfig, BackboneConfig, HarmoniserConfig, VAEConfig
     from uda3d.pipeline import PipelineConfig
+    from uda3d.tuning.study import STUDIES
 
     _BACKBONE, _VAE, _ADAPT, _GUARDS = BackboneConfig(), VAEConfig(), AdaptConfig(), GuardConfig()
     _COMPARE, _HARMONISER = CompareConfig(dataroot="", workdir=""), HarmoniserConfig()
@@ -589,22 +639,45 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--harmoniser-steps", type=_positive_int, default=_HARMONISER.steps)
     _add_preprocess_options(p)
 
+    def add_trial_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dataroot", type=Path, required=True)
+        p.add_argument("--backbone", type=Path, required=True, help="backbone checkpoint to adapt")
+        p.add_argument("--vae", type=Path, required=True, help="slice-VAE checkpoint")
+        p.add_argument("--workdir", type=Path, default=Path("uda3d-runs"))
+        p.add_argument("--resume", action="store_true", help="continue an interrupted study of this space's name")
+        p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+        p.add_argument("--experiment", default="uda3d")
+        p.add_argument("--tracking-uri", default=None)
+        p.add_argument("--no-tracking", action="store_true")
+        p.add_argument("--max-source-drop", type=float, default=_GUARDS.max_source_drop)
+        p.add_argument("--max-intensity-drift", type=float, default=_GUARDS.max_intensity_drift)
+        _add_preprocess_options(p)
+
     p = add("tune", cmd_tune, "Ray Tune + Optuna (TPE) + ASHA over the adaptation's hyperparameters from a "
                               "search_spaces/*.yaml; trials in MLflow, the label-free best registered as champion")
     p.add_argument("--space", type=Path, required=True, help="search space YAML (search_spaces/adaptation.yaml)")
-    p.add_argument("--dataroot", type=Path, required=True)
-    p.add_argument("--backbone", type=Path, required=True, help="backbone checkpoint to adapt")
-    p.add_argument("--vae", type=Path, required=True, help="slice-VAE checkpoint")
-    p.add_argument("--workdir", type=Path, default=Path("uda3d-runs"))
-    p.add_argument("--resume", action="store_true", help="continue an interrupted study of this space's name")
     p.add_argument("--register-as", default="uda3d-adapted", help="MLflow registered model name")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    p.add_argument("--experiment", default="uda3d")
+    add_trial_options(p)
+
+    p = add("study", cmd_study, "the paper's studies as Tune trials with seeds: target-data amount or sensitivity "
+                                "to ele_percent/lr/KL weight; CSV and PNGs with seed error bars, in MLflow")
+    p.add_argument("study", choices=sorted(STUDIES), help="which study (its grid: search_spaces/<study>.yaml)")
+    p.add_argument("--space", type=Path, default=None,
+                   help="a grid of choice values instead (default search_spaces/data_amount.yaml or sensitivity.yaml)")
+    add_trial_options(p)
+
+    p = add("compare", cmd_compare, "a table of an MLflow experiment's runs (differing params, objective, "
+                                    "label-free signal, target metrics) as CSV, Markdown and a PNG")
+    p.add_argument("--experiment", default="uda3d", help="MLflow experiment to read")
+    p.add_argument("--workdir", type=Path, default=Path("uda3d-runs"), help="holds the default mlflow.db")
     p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--no-tracking", action="store_true")
-    p.add_argument("--max-source-drop", type=float, default=_GUARDS.max_source_drop)
-    p.add_argument("--max-intensity-drift", type=float, default=_GUARDS.max_intensity_drift)
-    _add_preprocess_options(p)
+    p.add_argument("--no-tracking", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--filter", default="", help="MLflow filter, e.g. \"tags.stage = 'tune-trial'\"")
+    p.add_argument("--metric", default=None, help="metric of the chart (default target_test_psnr where present)")
+    p.add_argument("--metrics", nargs="+", default=None, help="metric columns (default: the adaptation ones)")
+    p.add_argument("--params", nargs="+", default=None, help="param columns (default: those that differ)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default WORKDIR/compare/EXPERIMENT)")
+    p.add_argument("--no-log", action="store_true", help="do not log the table to MLflow")
 
     p = add("submit", cmd_submit, "run a stage on a Ray cluster as a Ray job (ships the code, streams the logs); "
                                   "options go before STAGE")
@@ -645,6 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robust-epochs", type=_positive_int, default=DEMO_ROBUST_EPOCHS,
                    help="epochs of the robust fine-tune (the default uda)")
     p.add_argument("--slice-size", type=_positive_int, default=DEMO_SLICE_SIZE, help="VAE slice side (power of 2)")
+    p.add_argument("--tune-trials", type=_positive_int, default=DEMO_TUNE_TRIALS,
+                   help="trials of the closing tuning run (search_spaces/demo.yaml)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     return parser
 

@@ -5,7 +5,9 @@ through the preprocessing cache (twice, to show the cache at work); then ``uda3d
 small settings: backbone on the source site (Ray Train, MLflow), its robust fine-tune, slice store +
 slice VAE (Ray Data), the method's adaptation under the guards, the supervised upper bound, the
 label-free choice of ``uda`` and the evaluation on the target test split, printed as a before/after
-table and written to ``WORKDIR/report.json``.
+table and written to ``WORKDIR/report.json``; last, a small ``uda3d tune`` run over the adaptation's
+lr and ele_percent (``search_spaces/demo.yaml``: Optuna TPE, ASHA, nested MLflow runs, the
+label-free best registered as ``champion``), and the ``mlflow ui`` command that shows it all.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ DEMO_ADAPT = AdaptConfig()
 DEMO_SUPERVISED_EPOCHS = 20
 # Robust fine-tune of the backbone (the default uda): measured in benchmarks/results/compare_methods.md.
 DEMO_ROBUST_EPOCHS = 40
+# The closing tuning run: trials of search_spaces/demo.yaml (2 epochs on one target volume each).
+DEMO_TUNE_TRIALS = 4
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class DemoConfig:
     supervised_epochs: int = DEMO_SUPERVISED_EPOCHS
     robust_epochs: int = DEMO_ROBUST_EPOCHS
     slice_size: int = DEMO_SLICE_SIZE
+    tune_trials: int = DEMO_TUNE_TRIALS
     address: str | None = None
 
 
@@ -58,7 +63,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     """Run the demo; returns the pipeline's report (also printed and written)."""
     from uda3d.pipeline import PipelineConfig, format_table, run_pipeline
 
-    steps = 4
+    steps = 5
     cohort = CohortConfig(sites=config.sites, subjects_per_site=config.subjects_per_site,
                           shape=config.shape, seed=config.seed)
     root = config.workdir / "cohort"
@@ -98,5 +103,36 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     print(f"  method_kl guard: {result['method_kl']['guard']['reason']}")
     print(f"  Spearman(KL objective, target PSNR) across adaptation checkpoints: "
           f"{result['spearman_objective_vs_target_psnr']:.2f}")
-    print(f"  report: {config.workdir / 'report.json'}; figure: {result['files']['figure']}; MLflow: {tracking.uri}")
+    print(f"  report: {config.workdir / 'report.json'}; figure: {result['files']['figure']}")
+
+    print(f"[5/{steps}] tune: {config.tune_trials} trials over the adaptation's lr and ele_percent (Optuna TPE, ASHA), "
+          "ranked without target labels")
+    summary = demo_tune(config, result, tracking)
+    best = summary["best"]
+    print(f"  {summary['trials']} trials, {summary['stopped_early']} stopped early; best without target labels: "
+          + (f"lr {best['lr']:.2g}, ele_percent {best['ele_percent']:.0f} (oracle target-test PSNR "
+             f"{best['target_test_psnr']:.2f} dB), registered as {summary['registered_model'].get('uri', '-')}"
+             if best else "none kept every guard"))
+    print(f"  Spearman(label-free metric, target-test PSNR) across trials: "
+          f"{summary['spearman_label_free_vs_target_psnr']:.2f}")
+    result["tune"] = {k: v for k, v in summary.items() if k != "rows"}
+    print(f"  look at every run: mlflow ui --backend-store-uri {tracking.uri}   (then open http://127.0.0.1:5000)")
+    print(f"  compare the trials: uda3d compare --workdir {config.workdir} --experiment {tracking.experiment} "
+          "--filter \"tags.stage = 'tune-trial'\"")
     return result
+
+
+def demo_tune(config: DemoConfig, report: dict, tracking) -> dict:
+    """``search_spaces/demo.yaml`` over the pipeline's backbone and VAE (``config.tune_trials`` trials)."""
+    import dataclasses
+
+    from uda3d.tuning.space import load_space
+    from uda3d.tuning.study import shipped_space
+    from uda3d.tuning.tune import TuneRun, run_tune
+
+    space = dataclasses.replace(load_space(shipped_space("demo")), num_samples=config.tune_trials)
+    shutil.rmtree(config.workdir / "tune", ignore_errors=True)
+    return run_tune(TuneRun(space=space, dataroot=str(config.workdir / "cohort"), workdir=str(config.workdir),
+                            backbone_checkpoint=report["runs"]["backbone"]["checkpoint"],
+                            vae_checkpoint=report["runs"]["vae"]["checkpoint"], tracking=tracking,
+                            address=config.address))

@@ -139,3 +139,62 @@ class Tracker:
         if self.enabled and self.run_id:
             self._client.set_terminated(self.run_id, status=status)
 
+
+
+def register_model(config: TrackingConfig, run_id: str, directory: str | Path, name: str, alias: str,
+                   tags: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Log ``directory`` to ``run_id`` as ``model/`` and register it as ``name`` with ``alias``.
+
+    The registered artifact is a plain checkpoint folder (``state.pt``), so
+    ``mlflow.artifacts.download_artifacts("models:/NAME@ALIAS")`` hands back what ``uda3d synthesize`` reads.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=config.uri)
+    client.log_artifacts(run_id, str(directory), "model")
+    try:
+        client.create_registered_model(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    source = f"{client.get_run(run_id).info.artifact_uri}/model"
+    version = client.create_model_version(name, source, run_id=run_id, tags=dict(tags or {}))
+    client.set_registered_model_alias(name, alias, version.version)
+    return {"name": name, "version": str(version.version), "alias": alias, "uri": f"models:/{name}@{alias}"}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What ``uda3d compare`` reads of one MLflow run: names, params, latest metrics, tags."""
+
+    run_id: str
+    name: str
+    status: str
+    params: Mapping[str, str]
+    metrics: Mapping[str, float]
+    tags: Mapping[str, str]
+
+
+def search_runs(config: TrackingConfig, filter_string: str = "", max_results: int = 1000) -> list[RunRecord]:
+    """Every run of ``config.experiment`` matching MLflow's ``filter_string``, oldest first."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from uda3d.errors import ConfigError
+
+    client = MlflowClient(tracking_uri=config.uri)
+    experiment = client.get_experiment_by_name(config.experiment)
+    if experiment is None:
+        known = sorted(e.name for e in client.search_experiments())
+        raise ConfigError("--experiment", f"no experiment {config.experiment!r} in {config.uri}; known: {known}")
+    try:
+        runs = client.search_runs([experiment.experiment_id], filter_string=filter_string,
+                                  max_results=max_results, order_by=["attributes.start_time ASC"])
+    except MlflowException as e:
+        raise ConfigError("--filter", f"MLflow rejected {filter_string!r} ({e.message.splitlines()[0]})") from None
+    return [RunRecord(run_id=r.info.run_id, name=r.info.run_name or "", status=r.info.status,
+                      params=dict(r.data.params), metrics=dict(r.data.metrics),
+                      tags={k: v for k, v in r.data.tags.items() if not k.startswith("mlflow.") or
+                            k == "mlflow.parentRunId"})
+            for r in runs]

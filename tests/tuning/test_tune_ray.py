@@ -3,6 +3,7 @@ the label-free best is registered and synthesizes, and an interrupted study resu
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -96,6 +97,14 @@ def test_tune_four_trials(tiny_cohort, checkpoints, tmp_path, capsys):
     assert main(["synthesize", str(subject), "--model", local, "--out", str(out_file)]) == 0
     assert out_file.is_file()
     assert "registered: models:/uda3d-adapted@champion" in out
+    # uda3d compare: the four trials side by side from MLflow's search API, best target PSNR first
+    assert main(["compare", "--workdir", str(work), "--filter", "tags.stage = 'tune-trial'",
+                 "--out", str(tmp_path / "cmp")]) == 0
+    table = list(csv.DictReader((tmp_path / "cmp" / "runs.csv").open()))
+    assert len(table) == 4 and {"adapt.lr", "adapt.ele_percent", "objective", "augmented_source_mae",
+                                "target_test_psnr"} <= set(table[0])
+    assert sorted(float(r["adapt.lr"]) for r in table) == sorted(r["lr"] for r in summary["rows"])
+    assert (tmp_path / "cmp" / "runs.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_interrupted_study_resumes_to_the_planned_number_of_trials(tiny_cohort, checkpoints, tmp_path, capsys):

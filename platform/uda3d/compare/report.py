@@ -5,14 +5,13 @@ matplotlib draws the chart (the project's figure library); files are written ato
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from uda3d.io.atomic import atomic_file
+from uda3d.io.tables import write_csv as write_table
 from uda3d.viz import save_figure
 
 COLUMNS = ("method", "seeds", "target_psnr", "target_psnr_std", "target_ssim", "target_mae", "gain_db", "gap_share",
@@ -21,13 +20,7 @@ COLUMNS = ("method", "seeds", "target_psnr", "target_psnr_std", "target_ssim", "
 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_file(path) as tmp:
-        tmp.write_text(buffer.getvalue())
-    return Path(path)
+    return write_table(path, rows, COLUMNS)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:

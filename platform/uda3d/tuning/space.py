@@ -3,7 +3,9 @@
 A space names the adaptation hyperparameters to search and how: each parameter maps to a
 distribution (``uniform``, ``loguniform``, ``int``, ``choice``); the metric and mode the search
 optimises; the number of samples; the ASHA scheduler and its grace period; the Optuna sampler and
-its seed; resources per trial and the number of concurrent trials. Every bound is checked by
+its seed; resources per trial and the number of concurrent trials; for ``uda3d study``, the seeds
+each grid point runs with and the ``design`` (``grid``: every combination of the choice values;
+``one_at_a_time``: each parameter's values with the others at the baseline). Every bound is checked by
 building an ``AdaptConfig`` at both ends of its range, so the limits live in one place (a negative
 lr or an ele_percent outside (0, 100] fails here, naming the file and the key). Parsing uses PyYAML
 (already a Ray dependency); conversion to Ray Tune's sampling objects happens in ``to_tune``.
@@ -24,8 +26,9 @@ DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")
 MODES = ("min", "max")
+DESIGNS = ("grid", "one_at_a_time")
 TOP_KEYS = {"name", "description", "metric", "mode", "num_samples", "max_concurrent_trials", "scheduler", "search",
-            "resources", "params", "fixed", "seeds"}
+            "resources", "params", "fixed", "seeds", "design"}
 TUNABLE = {f.name for f in dataclasses.fields(AdaptConfig)} - {"seed", "amp", "slice_order"}
 
 
@@ -60,6 +63,7 @@ class SearchSpace:
     gpus_per_trial: float = 0.0
     max_concurrent_trials: int = 1
     seeds: tuple[int, ...] = (0,)
+    design: str = "grid"       # how ``uda3d study`` crosses the choice values (``uda3d.tuning.study``)
 
 
 def _require(mapping: Mapping[str, Any], key: str, where: str, source: str) -> Any:
@@ -173,10 +177,14 @@ def parse_space(raw: Any, source: str) -> SearchSpace:
         raise ConfigError("seeds", f"expected a list of non-negative integers, got {seeds!r}", source)
     if concurrent < 1:
         raise ConfigError("max_concurrent_trials", f"expected >= 1, got {concurrent}", source)
+    design = raw.get("design", "grid")
+    if design not in DESIGNS:
+        raise ConfigError("design", f"expected one of {list(DESIGNS)}, got {design!r}", source)
     return SearchSpace(name=str(raw.get("name", Path(source).stem)), source=source, metric=metric, mode=mode,
                        num_samples=num_samples, params=params, fixed=fixed, scheduler=kind, grace_period=grace,
                        reduction_factor=reduction, sampler=sampler, sampler_seed=seed, cpus_per_trial=float(cpus),
-                       gpus_per_trial=float(gpus), max_concurrent_trials=concurrent, seeds=tuple(seeds))
+                       gpus_per_trial=float(gpus), max_concurrent_trials=concurrent, seeds=tuple(seeds),
+                       design=design)
 
 
 def load_space(path: str | Path) -> SearchSpace:

@@ -50,10 +50,11 @@ class TuneRun:
     registered_model: str = "uda3d-adapted"
     address: str | None = None
     resume: bool = False
+    kind: str = "tune"          # "tune" (a search) or "study" (a grid of research runs, ``uda3d.tuning.study``)
 
     @property
     def study_dir(self) -> Path:
-        return (Path(self.workdir) / "tune" / self.space.name).resolve()
+        return (Path(self.workdir) / self.kind / self.space.name).resolve()
 
     @property
     def storage_path(self) -> str:
@@ -76,7 +77,7 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     from uda3d.training.checkpoint import load_state, save_state
 
     torch.set_num_threads(max(1, int(payload["cpus_per_trial"])))
-    adapt = from_dict(AdaptConfig, {**payload["fixed"], **config})
+    adapt = from_dict(AdaptConfig, {**payload["fixed"], **flat_config(config)})
     guards = GuardConfig(**payload["guards"])
     preprocess = from_dict(PreprocessConfig, payload["preprocess"])
     data = load_data(payload["dataroot"], preprocess, Path(payload["cache_dir"]), TUNE_SPLITS, ("domain2_val",), "tune")
@@ -93,8 +94,9 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
 
     context = ray.tune.get_context()
     tracker = Tracker(TrackingConfig(**payload["tracking"]))
-    tracker.start(f"trial-{context.get_trial_id()}", params={"adapt": asdict(adapt), "guards": payload["guards"]},
-                  tags={"mlflow.parentRunId": payload["parent_run_id"] or "", "stage": "tune-trial",
+    tracker.start(f"trial-{context.get_trial_id()}", params={"adapt": asdict(adapt), "guards": payload["guards"],
+                                                           "target_volumes": len(data.items["domain2_val"])},
+                  tags={"mlflow.parentRunId": payload["parent_run_id"] or "", "stage": payload["stage"],
                         "study": payload["study"], "trial_id": context.get_trial_id()})
     start: dict[str, float] = {}
 
@@ -125,6 +127,11 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     tracker.end()
 
 
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's config with a study's grid ``point`` (one dict per trial, ``tune.grid_search``) merged in."""
+    return {**config.get("point", {}), **{k: v for k, v in config.items() if k != "point"}}
+
+
 def _parent_run(run: TuneRun) -> str | None:
     """The study's MLflow parent run: created once, reused on ``--resume``."""
     from uda3d.tracking import Tracker
@@ -136,7 +143,7 @@ def _parent_run(run: TuneRun) -> str | None:
     run_id = tracker.start(f"study-{run.space.name}", params={"space": _jsonable(asdict(run.space)),
                                                                "backbone_checkpoint": run.backbone_checkpoint,
                                                                "vae_checkpoint": run.vae_checkpoint},
-                           tags={"stage": "tune", "study": run.space.name})
+                           tags={"stage": run.kind, "study": run.space.name})
     run.study_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(run_id or "")
     return run_id
@@ -146,8 +153,28 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def build_tuner(run: TuneRun, parent_run_id: str | None):
-    """The ``Tuner`` for a fresh study, or the restored one (``run.resume``)."""
+def _trainable(run: TuneRun, parent_run_id: str | None):
+    """``adapt_trial`` with everything but the sampled config bound, and the space's resources per trial."""
+    from ray import tune
+
+    space = run.space
+    payload = {"dataroot": str(Path(run.dataroot).resolve()), "cache_dir": str((Path(run.workdir) / "cache").resolve()),
+               "backbone_checkpoint": str(Path(run.backbone_checkpoint).resolve()),
+               "vae_checkpoint": str(Path(run.vae_checkpoint).resolve()), "fixed": dict(space.fixed),
+               "guards": asdict(run.guards), "preprocess": asdict(run.preprocess), "tracking": asdict(run.tracking),
+               "parent_run_id": parent_run_id, "study": space.name, "stage": f"{run.kind}-trial",
+               "cpus_per_trial": space.cpus_per_trial}
+    return tune.with_resources(tune.with_parameters(adapt_trial, payload=payload),
+                               {"CPU": space.cpus_per_trial, "GPU": space.gpus_per_trial})
+
+
+def build_tuner(run: TuneRun, parent_run_id: str | None, param_space: dict[str, Any] | None = None):
+    """The ``Tuner`` for a fresh study, or the restored one (``run.resume``).
+
+    Without ``param_space`` it is a search: the space's distributions sampled by Optuna (TPE or
+    random, seeded) under ASHA or FIFO. A study passes its own ``param_space`` (a grid of points) and
+    runs every point with FIFO and Tune's own grid generator.
+    """
     from optuna.samplers import RandomSampler, TPESampler
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -157,42 +184,47 @@ def build_tuner(run: TuneRun, parent_run_id: str | None):
     from uda3d.tuning.space import to_tune
 
     space = run.space
-    payload = {"dataroot": str(Path(run.dataroot).resolve()), "cache_dir": str((Path(run.workdir) / "cache").resolve()),
-               "backbone_checkpoint": str(Path(run.backbone_checkpoint).resolve()),
-               "vae_checkpoint": str(Path(run.vae_checkpoint).resolve()), "fixed": dict(space.fixed),
-               "guards": asdict(run.guards), "preprocess": asdict(run.preprocess), "tracking": asdict(run.tracking),
-               "parent_run_id": parent_run_id, "study": space.name, "cpus_per_trial": space.cpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(adapt_trial, payload=payload),
-                                    {"CPU": space.cpus_per_trial, "GPU": space.gpus_per_trial})
+    trainable = _trainable(run, parent_run_id)
     folder = os.path.join(run.storage_path, space.name)
     if run.resume:
         if not tune.Tuner.can_restore(folder):
             raise ConfigError("--resume", f"no study to resume at {folder}")
         return tune.Tuner.restore(folder, trainable, resume_unfinished=True, resume_errored=True)
-    epochs = int(space.fixed.get("epochs", AdaptConfig().epochs))
-    sampler = TPESampler(seed=space.sampler_seed) if space.sampler == "tpe" else RandomSampler(seed=space.sampler_seed)
-    searcher = ConcurrencyLimiter(OptunaSearch(sampler=sampler, seed=space.sampler_seed),
-                                  max_concurrent=space.max_concurrent_trials)
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=space.grace_period,
-                               reduction_factor=space.reduction_factor)
-                 if space.scheduler == "asha" else FIFOScheduler())
-    return tune.Tuner(trainable, param_space=to_tune(space),
-                      tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher,
-                                                  scheduler=scheduler, num_samples=space.num_samples),
+    if param_space is None:
+        epochs = int(space.fixed.get("epochs", AdaptConfig().epochs))
+        sampler = (TPESampler(seed=space.sampler_seed) if space.sampler == "tpe"
+                   else RandomSampler(seed=space.sampler_seed))
+        searcher = ConcurrencyLimiter(OptunaSearch(sampler=sampler, seed=space.sampler_seed),
+                                      max_concurrent=space.max_concurrent_trials)
+        scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=space.grace_period,
+                                   reduction_factor=space.reduction_factor)
+                     if space.scheduler == "asha" else FIFOScheduler())
+        tune_config = tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher,
+                                      scheduler=scheduler, num_samples=space.num_samples)
+        param_space = to_tune(space)
+    else:
+        tune_config = tune.TuneConfig(metric=space.metric, mode=space.mode, scheduler=FIFOScheduler(),
+                                      num_samples=1, max_concurrent_trials=space.max_concurrent_trials)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                       run_config=tune.RunConfig(name=space.name, storage_path=run.storage_path, verbose=0,
                                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
 
 
+REPORTED = ("augmented_source_mae", "objective", "source_val_psnr", "target_test_psnr")
+
+
 def trial_rows(results, space: SearchSpace) -> list[dict[str, Any]]:
-    """One row per trial: its config, last reported metrics, epochs run, guard verdict, checkpoint."""
+    """One row per trial: its config and seed, last reported metrics, epochs run, guard verdict, checkpoint."""
     rows = []
     for r in results:
         if r.metrics is None or space.metric not in (r.metrics or {}):
             continue
-        rows.append({"trial_id": r.metrics.get("trial_id", ""), **{p.name: r.config.get(p.name) for p in space.params},
+        config = flat_config(r.config)
+        rows.append({"trial_id": r.metrics.get("trial_id", ""), **{p.name: config.get(p.name) for p in space.params},
+                     "seed": int(config.get("seed", space.fixed.get("seed", 0))),
                      "epochs_run": int(r.metrics.get("training_iteration", 0)),
+                     **{k: float(r.metrics.get(k, math.nan)) for k in REPORTED},
                      space.metric: float(r.metrics[space.metric]),
-                     "target_test_psnr": float(r.metrics.get("target_test_psnr", math.nan)),
                      "guard_ok": bool(r.metrics.get("guard_ok", 0.0)),
                      "checkpoint": r.checkpoint.path if r.checkpoint else "",
                      "mlflow_run_id": r.metrics.get("mlflow_run_id", "")})
@@ -210,23 +242,12 @@ def choose_best(rows: list[dict[str, Any]], space: SearchSpace) -> dict[str, Any
 
 def register_champion(run: TuneRun, best: dict[str, Any]) -> dict[str, Any]:
     """Log the best trial's generator to its MLflow run and register it with the alias ``champion``."""
-    from mlflow.tracking import MlflowClient
+    from uda3d.tracking import register_model
 
     if run.tracking.uri is None or not best["mlflow_run_id"]:
         return {}
-    client = MlflowClient(tracking_uri=run.tracking.uri)
-    client.log_artifacts(best["mlflow_run_id"], best["checkpoint"], "model")
-    try:
-        client.create_registered_model(run.registered_model)
-    except Exception as e:  # already registered (MlflowException RESOURCE_ALREADY_EXISTS)
-        if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
-            raise
-    source = f"{client.get_run(best['mlflow_run_id']).info.artifact_uri}/model"
-    version = client.create_model_version(run.registered_model, source, run_id=best["mlflow_run_id"],
-                                          tags={"study": run.space.name})
-    client.set_registered_model_alias(run.registered_model, "champion", version.version)
-    return {"name": run.registered_model, "version": version.version, "alias": "champion",
-            "uri": f"models:/{run.registered_model}@champion"}
+    return register_model(run.tracking, best["mlflow_run_id"], best["checkpoint"], run.registered_model, "champion",
+                          tags={"study": run.space.name})
 
 
 def run_tune(run: TuneRun) -> dict[str, Any]:
@@ -266,21 +287,10 @@ def run_tune(run: TuneRun) -> dict[str, Any]:
 
 
 def _write(run: TuneRun, summary: dict[str, Any]) -> None:
-    import csv
-    import io
+    from uda3d.io.tables import write_csv, write_json
 
-    from uda3d.io.atomic import atomic_file
-
-    rows = summary["rows"]
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    with atomic_file(run.study_dir / "trials.csv") as tmp:
-        tmp.write_text(buffer.getvalue())
-    with atomic_file(run.study_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_csv(run.study_dir / "trials.csv", summary["rows"])
+    write_json(run.study_dir / "summary.json", summary)
 
 
 __all__ = ["TuneRun", "adapt_trial", "build_tuner", "choose_best", "register_champion", "run_tune", "trial_rows"]

@@ -1,0 +1,1 @@
+"""Comparisons: every adaptation method on the same splits and seeds (``run``), tracked MLflow runs side by side (``runs``)."""
