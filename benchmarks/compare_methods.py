@@ -56,7 +56,7 @@ def main() -> None:
     print(f"wall time: {report['elapsed_s'] / 60:.1f} min for {args.seeds} seed(s) (goal: < 30 min for 3)")
     if not args.no_copy:
         RESULTS.mkdir(exist_ok=True)
-        for path in report["files"].items():
+        for path in report["files"].values():
             shutil.copyfile(path, RESULTS / f"compare_methods{Path(path).suffix}")
 
 

@@ -50,6 +50,9 @@ BAD = {
                    r"params\.target_subjects\.values: expected a positive integer"),
     "wrong type": ("params:\n  target_subjects: {type: int, low: one, high: 3}\n",
                    r"params\.target_subjects\.low: expected an integer"),
+    "no start-up trials": ("search: {sampler: tpe, startup_trials: 0}\n"
+                           "params:\n  lr: {type: choice, values: [1.0e-5]}\n",
+                           r"search\.startup_trials: expected >= 1"),
     "bad scheduler": ("scheduler: {type: asha, grace: 2}\nparams:\n  lr: {type: choice, values: [1.0e-5]}\n",
                       r"scheduler\.grace: unknown key"),
 }

@@ -34,7 +34,7 @@ def varying_params(runs: Sequence[RunRecord]) -> list[str]:
     """Params whose value differs between ``runs`` (missing counts as a value), locations left out."""
     names = sorted({k for r in runs for k in r.params})
     keep = [n for n in names if len({r.params.get(n) for r in runs}) > 1
-            and not n.rsplit(".", 1)[-1] in LOCATION_PARAMS]
+            and n.rsplit(".", 1)[-1] not in LOCATION_PARAMS]
     return keep[:MAX_PARAMS]
 
 

@@ -2,8 +2,9 @@
 
 A space names the adaptation hyperparameters to search and how: each parameter maps to a
 distribution (``uniform``, ``loguniform``, ``int``, ``choice``); the metric and mode the search
-optimises; the number of samples; the ASHA scheduler and its grace period; the Optuna sampler and
-its seed; resources per trial and the number of concurrent trials; for ``uda3d study``, the seeds
+optimises; the number of samples; the ASHA scheduler and its grace period; the Optuna sampler, its
+seed and (TPE) its number of random start-up trials (default a third of the samples, at most
+Optuna's 10); resources per trial and the number of concurrent trials; for ``uda3d study``, the seeds
 each grid point runs with and the ``design`` (``grid``: every combination of the choice values;
 ``one_at_a_time``: each parameter's values with the others at the baseline). Every bound is checked by
 building an ``AdaptConfig`` at both ends of its range, so the limits live in one place (a negative
@@ -59,6 +60,7 @@ class SearchSpace:
     reduction_factor: int = 2
     sampler: str = "tpe"
     sampler_seed: int = 0
+    startup_trials: int = 2     # TPE's random start-up trials before it models the results
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent_trials: int = 1
@@ -162,6 +164,11 @@ def parse_space(raw: Any, source: str) -> SearchSpace:
     if sampler not in SAMPLERS:
         raise ConfigError("search.sampler", f"expected one of {list(SAMPLERS)}, got {sampler!r}", source)
     seed = _number(search.pop("seed", 0), "search.seed", source, integer=True)
+    # Optuna's own default (10 random start-up trials) would make a study of 8 trials a random search.
+    startup = _number(search.pop("startup_trials", min(10, max(1, num_samples // 3))), "search.startup_trials",
+                      source, integer=True)
+    if startup < 1:
+        raise ConfigError("search.startup_trials", f"expected >= 1, got {startup}", source)
     if search:
         raise ConfigError(f"search.{sorted(search)[0]}", "unknown key", source)
     resources = dict(raw.get("resources") or {})
@@ -182,7 +189,8 @@ def parse_space(raw: Any, source: str) -> SearchSpace:
         raise ConfigError("design", f"expected one of {list(DESIGNS)}, got {design!r}", source)
     return SearchSpace(name=str(raw.get("name", Path(source).stem)), source=source, metric=metric, mode=mode,
                        num_samples=num_samples, params=params, fixed=fixed, scheduler=kind, grace_period=grace,
-                       reduction_factor=reduction, sampler=sampler, sampler_seed=seed, cpus_per_trial=float(cpus),
+                       reduction_factor=reduction, sampler=sampler, sampler_seed=seed, startup_trials=startup,
+                       cpus_per_trial=float(cpus),
                        gpus_per_trial=float(gpus), max_concurrent_trials=concurrent, seeds=tuple(seeds),
                        design=design)
 

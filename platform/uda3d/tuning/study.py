@@ -212,5 +212,5 @@ def run_study(run: TuneRun) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["STUDIES", "baseline", "curve", "format_value", "keep_feasible", "run_study", "shipped_space", "study_points",
-           "summarise_points", "trial_configs"]
+__all__ = ["STUDIES", "baseline", "curve", "format_value", "keep_feasible", "run_study", "shipped_space",
+           "study_points", "summarise_points", "trial_configs"]

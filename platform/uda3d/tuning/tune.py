@@ -192,8 +192,8 @@ def build_tuner(run: TuneRun, parent_run_id: str | None, param_space: dict[str, 
         return tune.Tuner.restore(folder, trainable, resume_unfinished=True, resume_errored=True)
     if param_space is None:
         epochs = int(space.fixed.get("epochs", AdaptConfig().epochs))
-        sampler = (TPESampler(seed=space.sampler_seed) if space.sampler == "tpe"
-                   else RandomSampler(seed=space.sampler_seed))
+        sampler = (TPESampler(seed=space.sampler_seed, n_startup_trials=space.startup_trials)
+                   if space.sampler == "tpe" else RandomSampler(seed=space.sampler_seed))
         searcher = ConcurrencyLimiter(OptunaSearch(sampler=sampler, seed=space.sampler_seed),
                                       max_concurrent=space.max_concurrent_trials)
         scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=space.grace_period,
@@ -223,6 +223,7 @@ def trial_rows(results, space: SearchSpace) -> list[dict[str, Any]]:
         rows.append({"trial_id": r.metrics.get("trial_id", ""), **{p.name: config.get(p.name) for p in space.params},
                      "seed": int(config.get("seed", space.fixed.get("seed", 0))),
                      "epochs_run": int(r.metrics.get("training_iteration", 0)),
+                     "finished_at": float(r.metrics.get("timestamp", math.nan)),
                      **{k: float(r.metrics.get(k, math.nan)) for k in REPORTED},
                      space.metric: float(r.metrics[space.metric]),
                      "guard_ok": bool(r.metrics.get("guard_ok", 0.0)),
