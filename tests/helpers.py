@@ -42,3 +42,18 @@ def tiny_checkpoints(cohort: Path, base: Path) -> tuple[Path, Path]:
     save_state(base / "vae", {**vae.state_dict(), "slice_config": {"size": 32, "plane": "coronal", "low": 1.0,
                                                                    "high": 99.0}})
     return base / "backbone", base / "vae"
+
+
+def fake_brats_release(root: Path, cohort: Path, counts: dict[str, int]) -> Path:
+    """A BraTS19-like folder: HGG/BraTS19_<INST>_<n>_1/BraTS19_<INST>_<n>_1_<mod>.nii.gz (linked files)."""
+    from uda3d.data.layout import discover
+
+    donor = discover(cohort, ("domain1_train",))["domain1_train"][0]
+    for inst, n in counts.items():
+        for i in range(n):
+            sid = f"BraTS19_{inst}_{i:03d}_1"
+            folder = root / "HGG" / sid
+            folder.mkdir(parents=True)
+            for modality, path in donor.files.items():
+                (folder / f"{sid}_{modality}.nii.gz").symlink_to(path)
+    return root

@@ -247,8 +247,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     run = AdaptRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone_checkpoint=str(args.backbone),
                    vae_checkpoint=str(args.vae), adapt=adapt, guards=guards, preprocess=_preprocess_config(args),
                    scaling=_scaling_options(args), tracking=_tracking(args), source_domain=args.source_domain,
-                   target_domain=args.target_domain, run_name=args.run_name, progress=not args.quiet,
-                   verbose=args.verbose)
+                   target_domain=args.target_domain, run_name=args.run_name, resume=args.resume,
+                   progress=not args.quiet, verbose=args.verbose)
     outcome = run_adapt(run)
     print(f"{'epoch':>5}{'objective':>12}{'source-val PSNR':>17}{'target-test PSNR (eval only)':>30}")
     for h in outcome.history:
@@ -725,9 +725,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Bad input: one line, exit 2. Ctrl-C: exit 130; SIGTERM (a scheduler's kill): exit 143.
+
+    SIGTERM is turned into the same ``KeyboardInterrupt`` as Ctrl-C, so every stage unwinds the
+    same way: temporary files are removed, nothing half-written is left, and ``--resume`` goes on.
+    """
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    received: list[int] = []
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if in_main_thread else None
     try:
         return int(args.handler(args) or 0)
     except Uda3dError as exc:
@@ -736,8 +752,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"uda3d {args.command}: error: {exc}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        sys.stderr.write(f"uda3d {args.command}: interrupted\n")
-        return 130
+        how = "terminated (SIGTERM)" if received else "interrupted"
+        sys.stderr.write(f"uda3d {args.command}: {how}; partial outputs were removed, rerun (with --resume "
+                         "for training stages) to continue\n")
+        return 128 + signal.SIGTERM if received else 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

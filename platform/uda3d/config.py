@@ -7,6 +7,10 @@ dataclasses; ``from_dict`` rejects unknown keys so a typo never silently falls b
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -34,6 +38,7 @@ class PreprocessConfig:
     normalisation: str = "minmax"
 
     def __post_init__(self) -> None:
+        check_fields(self)
         code = self.orientation.upper()
         axes = {frozenset("LR"), frozenset("AP"), frozenset("SI")}
         if len(code) != 3 or not set(code) <= ORIENTATIONS_OK or {frozenset(
@@ -51,29 +56,99 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str | None = None) -
     if not isinstance(values, dict):
         raise ConfigError(cls.__name__, f"expected a mapping, got {type(values).__name__}", source)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted((str(k) for k in set(values) - set(fields)))  # YAML keys may be numbers
     if unknown:
         raise ConfigError(unknown[0], f"unknown key; expected one of {sorted(fields)}", source)
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
     for name, value in values.items():
         if isinstance(value, list):
             value = tuple(value)
-        kwargs[name] = value
         expected = hints.get(name)
         if dataclasses.is_dataclass(expected) and isinstance(value, dict):
-            kwargs[name] = value = from_dict(expected, value, source)
-        if expected in (int, float, str, bool) and not _is_instance(value, expected):
-            raise ConfigError(name, f"expected {expected.__name__}, got {value!r}", source)
-    return cls(**kwargs)
+            value = from_dict(expected, value, source)
+        if expected is not None and not _matches(value, expected):
+            raise ConfigError(name, f"expected {_describe(expected)}, got {value!r}", source)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # a bound checked by the config itself: say which file it came from
+        if exc.source is None and source is not None:
+            raise ConfigError(exc.field, exc.problem, source) from None
+        raise
 
 
 def _is_instance(value: Any, expected: type) -> bool:
+    """Scalars as YAML and numpy hand them over: any real for a float, any integral for an int, never a bool."""
+    if isinstance(value, bool):
+        return expected is bool
     if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real)
     if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral)
     return isinstance(value, expected)
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    """Whether ``value`` fits a field's type hint (scalars, ``X | None``, fixed tuples, nested configs)."""
+    if expected in (int, float, str, bool):
+        return _is_instance(value, expected)
+    if expected is type(None):
+        return value is None
+    args = typing.get_args(expected)
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if typing.get_origin(expected) is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+    if dataclasses.is_dataclass(expected):
+        return isinstance(value, expected)
+    return True  # Any, mappings: checked by the config itself
+
+
+def _describe(expected: Any) -> str:
+    """A type hint in words: ``int | None`` -> ``int or null``, ``tuple[int, int, int]`` -> ``a list of 3 int``."""
+    if expected is type(None):
+        return "null"
+    args = typing.get_args(expected)
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if typing.get_origin(expected) is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0])}"
+        return f"a list of {len(args)} {_describe(args[0])}"
+    if dataclasses.is_dataclass(expected):
+        return f"a mapping ({expected.__name__})"
+    return getattr(expected, "__name__", str(expected))
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_fields(config: Any, option_names: bool = False) -> None:
+    """Every field has its declared type, and no float is NaN or infinite.
+
+    Configs are built from CLI flags, YAML, Tune trials and code; checked first thing in each
+    ``__post_init__``, no entry point can hand a bound check a string (a ``TypeError``) or a NaN
+    (which passes every ``<`` check unnoticed).
+
+    Args:
+        config: a config dataclass.
+        option_names: name fields as CLI options (``--cpus-per-worker``) rather than keys.
+    """
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        name = f"--{f.name.replace('_', '-')}" if option_names else f.name
+        expected = _hints(type(config)).get(f.name)
+        if expected is not None and not _matches(value, expected):
+            raise ConfigError(name, f"expected {_describe(expected)}, got {value!r}")
+        if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
+            raise ConfigError(name, f"expected a finite number, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +169,7 @@ class RobustAugmentConfig:
     remap_knots: int = 6             # knots of the random monotone curve (0 disables it)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not 0 <= self.probability <= 1:
             raise ConfigError("probability", f"expected 0 <= p <= 1, got {self.probability}")
         if self.bias_coeff < 0 or self.noise_std < 0 or self.blur_sigma < 0.5:
@@ -145,6 +221,7 @@ class BackboneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.generator not in GENERATORS:
             raise ConfigError("generator", f"expected one of {list(GENERATORS)}, got {self.generator!r}")
         for name in ("ngf", "ndf", "n_layers_d", "grad_accum"):
@@ -186,6 +263,7 @@ class ScalingOptions:
     max_failures: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self, option_names=True)
         if self.num_workers < 1:
             raise ConfigError("--num-workers", f"expected a positive integer, got {self.num_workers}")
         if self.cpus_per_worker <= 0:
@@ -217,6 +295,7 @@ class VAEConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("gf_dim", "latent_channels", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"expected a positive integer, got {getattr(self, name)}")
@@ -262,6 +341,7 @@ class AdaptConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not 0 < self.ele_percent <= 100:
             raise ConfigError("ele_percent", f"expected 0 < ele_percent <= 100, got {self.ele_percent}")
         if self.kl_weight < 0:
@@ -276,6 +356,8 @@ class AdaptConfig:
             raise ConfigError("slice_order", f"expected one of {list(SLICE_ORDERS)}, got {self.slice_order!r}")
         if self.prior not in PRIORS:
             raise ConfigError("prior", f"expected one of {list(PRIORS)}, got {self.prior!r}")
+        if self.seed < 0:
+            raise ConfigError("seed", f"expected a non-negative integer, got {self.seed}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,7 +372,10 @@ class HarmoniserConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.knots < 2 or self.steps < 1 or self.voxels < 16 or self.projections < 1:
             raise ConfigError("harmoniser", "expected knots >= 2, steps >= 1, voxels >= 16, projections >= 1")
         if not 0 < self.lr < 10:
             raise ConfigError("harmoniser lr", f"expected 0 < lr < 10, got {self.lr}")
+        if self.seed < 0:
+            raise ConfigError("harmoniser seed", f"expected a non-negative integer, got {self.seed}")

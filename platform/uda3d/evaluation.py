@@ -10,6 +10,7 @@ import torch
 from uda3d.config import BackboneConfig, PreprocessConfig, from_dict
 from uda3d.data.datasets import paired_dataset
 from uda3d.data.layout import discover
+from uda3d.errors import DataError
 from uda3d.metrics.image import mean_metrics, volume_metrics
 from uda3d.models.factory import build_generator
 from uda3d.training.checkpoint import load_state
@@ -34,6 +35,9 @@ def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu") -
     the harmoniser in front of the generator, so every consumer (evaluation, synthesis) uses both.
     """
     state = load_state(checkpoint, map_location=device)
+    if not {"config", "generator"} <= set(state):
+        raise DataError(checkpoint, "not a generator checkpoint; expected one from 'uda3d train-backbone', "
+                                    "'uda3d adapt' or the pipeline (keys 'config' and 'generator')")
     generator = build_generator(from_dict(BackboneConfig, state["config"])).to(device)
     generator.load_state_dict(state["generator"])
     if "harmoniser" in state:

@@ -52,3 +52,37 @@ def test_adapt_with_a_destructive_lr_keeps_a_safe_model(tiny_cohort, checkpoints
     assert run.data.tags["guard_kept_epoch"] == str(kept)
     assert {"backbone_run_id", "vae_run_id"} <= set(run.data.tags)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "objective")][0] == 0
+
+
+def test_adaptation_resumes_from_its_last_epoch_checkpoint(tiny_cohort, checkpoints, tmp_path):
+    """The restore path a restarted worker group takes: checkpoint -> backbone, guard history, MLflow run."""
+    import ray
+
+    from uda3d.adaptation.guards import GuardConfig
+    from uda3d.adaptation.run import AdaptRun, run_adapt
+    from uda3d.config import AdaptConfig
+    from uda3d.tracking import resolve_tracking
+
+    backbone, vae = checkpoints
+    workdir = tmp_path / "work"
+    guards = GuardConfig(max_source_drop=5.0, max_intensity_drift=1.0)
+
+    def adapt(epochs: int, resume: bool):
+        return run_adapt(AdaptRun(dataroot=str(tiny_cohort), workdir=str(workdir), backbone_checkpoint=str(backbone),
+                                  vae_checkpoint=str(vae), adapt=AdaptConfig(lr=1e-3, epochs=epochs, ele_percent=90),
+                                  guards=guards, tracking=resolve_tracking(workdir, "uda3d"), resume=resume,
+                                  progress=False))
+
+    try:
+        first = adapt(epochs=1, resume=False)
+        second = adapt(epochs=2, resume=True)  # as if the first run had been cut short after epoch 1
+    finally:
+        ray.shutdown()
+    assert [h["epoch"] for h in second.history] == [0, 1, 2]
+    assert second.history[:2] == first.history  # epochs 0 and 1 restored, not redone
+    assert second.decision["kept_epoch"] == 2 and second.mlflow_run_id == first.mlflow_run_id
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("uda3d").experiment_id])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "objective")] == [0, 1, 2]
+    assert run.data.tags["resumed_after_epoch"] == "1"
+    assert load_state(workdir / "adapted" / "adapt")["kept_epoch"] == 2

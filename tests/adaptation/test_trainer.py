@@ -92,3 +92,52 @@ def test_population_prior_variant_fits_the_prior_to_every_source_t1(setup):
     mean, logsig = fit_population_prior(torch.cat([p[0] for p in posteriors]), torch.cat([p[1] for p in posteriors]))
     torch.testing.assert_close(trainer.prior[0], mean)
     torch.testing.assert_close(trainer.prior[1], logsig)
+
+
+def _adapt(setup, config: AdaptConfig, guards: GuardConfig, checkpoint=None, saves=None):
+    """Adapt from the backbone (or from ``checkpoint``, as a restarted worker does), saving every epoch to ``saves``."""
+    from uda3d.adaptation.trainer import AdaptProgress
+    from uda3d.training.checkpoint import load_state, save_state
+
+    state, encoder, src_train, src_val, target, references = setup
+    backbone = Pix2PixTrainer(BackboneConfig(ngf=4, ndf=4, epochs=4, epochs_decay=0, augment=False), CPU)
+    backbone.load_state_dict(state)
+    restored = load_state(checkpoint) if checkpoint is not None else None
+    if restored is not None:
+        backbone.load_state_dict(restored)
+    trainer = AdaptTrainer(backbone, encoder, SLICES, config)
+
+    def on_epoch_end(epoch, metrics):
+        if saves is not None:
+            save_state(saves / f"epoch{epoch}", {**backbone.state_dict(), "epoch": epoch,
+                                                 "adapt_progress": trainer.progress.to_state()})
+
+    reported: list[dict] = []
+    result = fit_adapt(trainer, lambda e: DataLoader(src_train, batch_size=1),
+                       lambda: DataLoader(target, batch_size=1), lambda: DataLoader(src_val, batch_size=1),
+                       references, guards, reported.append, on_epoch_end=on_epoch_end,
+                       resume=AdaptProgress.from_state(restored["adapt_progress"]) if restored else None)
+    return result, reported, {k: v.clone() for k, v in backbone.generator.state_dict().items()}
+
+
+@pytest.mark.slow
+def test_a_restart_from_an_epoch_checkpoint_matches_the_uninterrupted_run(setup, tmp_path):
+    guards = GuardConfig(max_source_drop=5.0, max_intensity_drift=1.0)
+    config = AdaptConfig(lr=1e-3, epochs=2, ele_percent=90)
+    straight, _, weights = _adapt(setup, config, guards, saves=tmp_path)
+    resumed, reported, resumed_weights = _adapt(setup, config, guards, checkpoint=tmp_path / "epoch1")
+    assert [m["epoch"] for m in reported] == [2.0]  # goes on with the next epoch, nothing redone
+    assert resumed.epochs == straight.epochs and resumed.objective == straight.objective
+    assert resumed.decision == straight.decision
+    assert all(torch.equal(resumed_weights[k], weights[k]) for k in weights)
+
+
+def test_a_restart_after_the_guard_stopped_keeps_the_rolled_back_model(setup, tmp_path):
+    guards = GuardConfig(max_source_drop=0.2, max_intensity_drift=0.1)
+    config = AdaptConfig(lr=0.05, epochs=3, ele_percent=55)
+    straight, _, weights = _adapt(setup, config, guards, saves=tmp_path)
+    assert straight.decision.stopped_at is not None
+    last = tmp_path / f"epoch{straight.decision.stopped_at}"  # checkpointed, then the run was lost
+    resumed, reported, resumed_weights = _adapt(setup, config, guards, checkpoint=last)
+    assert reported == [] and resumed.decision == straight.decision
+    assert all(torch.equal(resumed_weights[k], weights[k]) for k in weights)

@@ -6,23 +6,11 @@ import json
 
 import pytest
 
+from tests.helpers import fake_brats_release
 from uda3d.cli import main
 from uda3d.data.ingest import IngestConfig, ingest_brats, institution_of, split_ids
 from uda3d.data.layout import discover
 from uda3d.errors import ConfigError, DataError
-
-
-def _fake_release(root, tiny_cohort, counts):
-    """A BraTS19-like folder: HGG/BraTS19_<INST>_<n>_1/BraTS19_<INST>_<n>_1_<mod>.nii.gz (linked files)."""
-    donor = discover(tiny_cohort, ("domain1_train",))["domain1_train"][0]
-    for inst, n in counts.items():
-        for i in range(n):
-            sid = f"BraTS19_{inst}_{i:03d}_1"
-            folder = root / "HGG" / sid
-            folder.mkdir(parents=True)
-            for modality, path in donor.files.items():
-                (folder / f"{sid}_{modality}.nii.gz").symlink_to(path)
-    return root
 
 
 @pytest.mark.parametrize("sid,site", [("BraTS19_CBICA_AAB_1", "CBICA"), ("BraTS19_TCIA01_131_1", "TCIA01"),
@@ -42,7 +30,7 @@ def test_split_is_a_deterministic_partition():
 
 
 def test_ingest_links_sites_into_domains_and_validates(tmp_path, tiny_cohort, capsys):
-    src = _fake_release(tmp_path / "brats", tiny_cohort, {"CBICA": 5, "TCIA01": 3, "TCIA08": 2, "2013": 2})
+    src = fake_brats_release(tmp_path / "brats", tiny_cohort, {"CBICA": 5, "TCIA01": 3, "TCIA08": 2, "2013": 2})
     out = tmp_path / "uda"
     assert main(["ingest-brats", str(src), str(out), "--quiet"]) == 0
     splits = discover(out)
@@ -57,7 +45,7 @@ def test_ingest_links_sites_into_domains_and_validates(tmp_path, tiny_cohort, ca
 
 
 def test_ingest_errors(tmp_path, tiny_cohort):
-    src = _fake_release(tmp_path / "brats", tiny_cohort, {"CBICA": 4, "TCIA01": 2})
+    src = fake_brats_release(tmp_path / "brats", tiny_cohort, {"CBICA": 4, "TCIA01": 2})
     with pytest.raises(DataError, match="site 'TCIA' has 2 subject\\(s\\); expected at least 3"):
         ingest_brats(src, tmp_path / "out", IngestConfig())
     assert not (tmp_path / "out").exists()
@@ -70,7 +58,7 @@ def test_ingest_errors(tmp_path, tiny_cohort):
 
 
 def test_ids_without_institution_need_a_mapping(tmp_path, tiny_cohort):
-    src = _fake_release(tmp_path / "brats", tiny_cohort, {"CBICA": 3, "TCIA01": 3})
+    src = fake_brats_release(tmp_path / "brats", tiny_cohort, {"CBICA": 3, "TCIA01": 3})
     (src / "HGG" / "BraTS19_CBICA_000_1").rename(src / "HGG" / "anonymous7")
     with pytest.raises(DataError, match="no institution in the subject id"):
         ingest_brats(src, tmp_path / "out", IngestConfig())

@@ -80,14 +80,16 @@ def test_interrupted_run_resumes_with_the_next_epoch(tiny_cohort, tmp_path):
     argv = [sys.executable, "-m", "uda3d.cli", "train-backbone", "--dataroot", str(tiny_cohort),
             "--workdir", str(workdir), "--epochs", str(epochs), *TINY_TRAINING]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     deadline = time.monotonic() + 240
     while len(_checkpoints(workdir)) < 2 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     assert first.poll() is None, "the first run ended before it could be interrupted"
-    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C
-    first.wait(timeout=120)
+    first.send_signal(signal.SIGTERM)  # what a scheduler sends a pre-empted job (Ctrl-C: tests/test_interrupt.py)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 143 and "uda3d train-backbone: terminated" in err, err[-3000:]
+    assert list(workdir.rglob(".*.tmp")) == []  # no half-written file of ours
 
     client, run = _only_run(workdir)
     before = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]

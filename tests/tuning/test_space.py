@@ -53,6 +53,10 @@ BAD = {
     "no start-up trials": ("search: {sampler: tpe, startup_trials: 0}\n"
                            "params:\n  lr: {type: choice, values: [1.0e-5]}\n",
                            r"search\.startup_trials: expected >= 1"),
+    "section not a mapping": ("fixed: 5\nparams:\n  lr: {type: choice, values: [1.0e-5]}\n",
+                              r"fixed: expected a mapping, got 5"),
+    "number as a key": ("7: x\nparams:\n  lr: {type: choice, values: [1.0e-5]}\n", r"7: unknown key"),
+    "number as a parameter": ("params:\n  3: {type: choice, values: [1]}\n", r"params\.3: unknown parameter"),
     "bad scheduler": ("scheduler: {type: asha, grace: 2}\nparams:\n  lr: {type: choice, values: [1.0e-5]}\n",
                       r"scheduler\.grace: unknown key"),
 }

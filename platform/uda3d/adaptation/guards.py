@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from uda3d.config import check_fields
 from uda3d.errors import ConfigError
 
 
@@ -33,8 +34,10 @@ class GuardConfig:
     max_intensity_drift: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.max_source_drop < 0 or self.max_intensity_drift < 0:
-            raise ConfigError("guards", "bounds must be non-negative")
+        check_fields(self)
+        for name in ("max_source_drop", "max_intensity_drift"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"expected a non-negative bound, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,11 @@ volumes of ``<target_domain>_val`` (the method's adaptation set; ``target_subjec
 N by id), pairing each with a real source T1 from ``<source_domain>_train``, while the guards watch
 ``<source_domain>_val``. Target volumes are dealt to ranks whole (ranks with one fewer repeat one).
 Every epoch is checkpointed and logged to MLflow (objective, source-val PSNR, target output
-statistics, and — for evaluation only — target-test metrics where T1 exists). The generator the
-guards keep is written to ``WORKDIR/adapted/<run_name>/state.pt`` and logged as the run's model.
+statistics, and — for evaluation only — target-test metrics where T1 exists); the checkpoint also
+holds the guard's history and the model it would roll back to, so a restarted worker group
+(``max_failures``) or a ``resume`` goes on with the next epoch. The generator the guards keep is
+written, with ``decision.json``, to ``WORKDIR/adapted/<run_name>/`` (one atomic folder) and logged
+as the run's model.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class AdaptRun:
     source_domain: str = "domain1"
     target_domain: str = "domain2"
     run_name: str = "adapt"
+    resume: bool = False
     progress: bool = True
     verbose: bool = False
 
@@ -83,7 +87,7 @@ def run_adapt(run: AdaptRun) -> AdaptOutcome:
         state = load_state(path)
         if what == "VAE" and "slice_config" not in state:
             raise DataError(path, "VAE checkpoint has no slice_config; train it with 'uda3d train-vae'")
-    run_folder(run.storage_path, run.run_name, resume=False)
+    folder = run_folder(run.storage_path, run.run_name, run.resume)
     used = [s for s in (src_train, src_val, tgt_adapt, tgt_test) if s in splits]
     preprocess_root(run.dataroot, run.preprocess, Path(run.workdir) / "cache", splits=tuple(used),
                     progress=run.progress)
@@ -96,6 +100,7 @@ def run_adapt(run: AdaptRun) -> AdaptOutcome:
         "vae_checkpoint": str(Path(run.vae_checkpoint).resolve()),
         "adapt": asdict(run.adapt), "guards": asdict(run.guards), "preprocess": asdict(run.preprocess),
         "tracking": asdict(run.tracking), "run_name": run.run_name, "output_dir": str(run.output_dir),
+        "run_folder": str(folder),
         "progress": run.progress, "verbose": run.verbose,
         "tags": {"git_commit": git_commit(Path(__file__).parent), "stage": "adapt",
                  "python": _platform.python_version(),
@@ -113,18 +118,18 @@ def adapt_worker(payload: dict[str, Any]) -> None:
     import ray.train
     from torch.utils.data import DataLoader
 
-    from uda3d.adaptation.trainer import AdaptTrainer, fit_adapt
+    from uda3d.adaptation.trainer import AdaptProgress, AdaptTrainer, fit_adapt
     from uda3d.config import BackboneConfig, VAEConfig
     from uda3d.data.datasets import paired_dataset, unpaired_dataset
     from uda3d.data.slice_store import steps_per_epoch
     from uda3d.data.slices import SliceConfig
     from uda3d.evaluation import evaluate_generator
-    from uda3d.io.atomic import atomic_file
+    from uda3d.io.atomic import atomic_dir
     from uda3d.metrics.summary import spearman
     from uda3d.models.vae2d import SliceVAE
     from uda3d.training.checkpoint import save_state
     from uda3d.training.pix2pix import Pix2PixTrainer
-    from uda3d.training.ray_runtime import EpochReporter, quiet_worker_logs, start_tracking
+    from uda3d.training.ray_runtime import EpochReporter, quiet_worker_logs, restore_state, start_tracking
     from uda3d.training.runtime import unwrap
 
     quiet_worker_logs(payload["verbose"])
@@ -140,6 +145,9 @@ def adapt_worker(payload: dict[str, Any]) -> None:
     backbone = Pix2PixTrainer(backbone_config, device, wrap=ray.train.torch.prepare_model, rank=rank)
     unwrap(backbone.generator).load_state_dict(backbone_state["generator"])
     unwrap(backbone.discriminator).load_state_dict(backbone_state["discriminator"])
+    restored = restore_state(device, payload["run_folder"])  # a restarted worker group, or --resume
+    if restored is not None:
+        backbone.load_state_dict(restored)
     vae_state = load_state(payload["vae_checkpoint"], map_location=device)
     vae_config = from_dict(VAEConfig, vae_state["config"])
     vae = SliceVAE(int(vae_state["slice_size"]), vae_config.gf_dim, vae_config.latent_channels)
@@ -163,7 +171,7 @@ def adapt_worker(payload: dict[str, Any]) -> None:
               "world_size": world, "backbone_checkpoint": payload["backbone_checkpoint"],
               "vae_checkpoint": payload["vae_checkpoint"]}
     tracker, run_id = start_tracking(TrackingConfig(**payload["tracking"]), rank, payload["run_name"], params,
-                                     payload["tags"], None)
+                                     payload["tags"], restored, payload["run_folder"])
     report_epoch = EpochReporter(tracker, rank, run_id)
 
     def target_test_metrics() -> dict[str, float]:
@@ -173,7 +181,7 @@ def adapt_worker(payload: dict[str, Any]) -> None:
                                       preprocess, cache)
         return {f"target_test_{k}": v for k, v in scores.mean.items() if k in ("psnr", "ssim", "mae")}
 
-    history: list[dict[str, float]] = []
+    history: list[dict[str, float]] = list(restored["history"]) if restored is not None else []
 
     def report(metrics: dict[str, float]) -> None:
         history.append(metrics)
@@ -181,12 +189,15 @@ def adapt_worker(payload: dict[str, Any]) -> None:
             tracker.log_metrics(metrics, step=0)
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
-        report_epoch({**backbone.state_dict(), "epoch": epoch} if rank == 0 else {}, dict(metrics))
+        state = {**backbone.state_dict(), "epoch": epoch, "adapt_progress": trainer.progress.to_state(),
+                 "history": history} if rank == 0 else {}
+        report_epoch(state, dict(metrics))
 
     result = fit_adapt(trainer, lambda e: DataLoader(source_train, batch_size=1, shuffle=True),
                        lambda: DataLoader(target_set, batch_size=1), lambda: DataLoader(source_val, batch_size=1),
                        references, guards, report=report, evaluate=target_test_metrics,
-                       on_epoch_end=on_epoch_end, target_monitor=lambda: DataLoader(all_targets, batch_size=1))
+                       on_epoch_end=on_epoch_end, target_monitor=lambda: DataLoader(all_targets, batch_size=1),
+                       resume=AdaptProgress.from_state(restored["adapt_progress"]) if restored is not None else None)
     if rank == 0:
         objective = [h["objective"] for h in history]
         psnr = [h.get("eval_target_test_psnr") for h in history]
@@ -198,9 +209,11 @@ def adapt_worker(payload: dict[str, Any]) -> None:
                           "guard_reason": result.decision.reason[:4000]})
         tracker.log_metrics({"spearman_objective_vs_target_psnr": rho}, step=len(history))
         out = Path(payload["output_dir"])
-        save_state(out, {**backbone.state_dict(), "adapt": asdict(adapt), "kept_epoch": result.decision.kept_epoch})
-        with atomic_file(out / DECISION_FILE) as tmp:
-            tmp.write_text(json.dumps({"decision": decision, "history": history}, indent=2) + "\n")
+        with atomic_dir(out, overwrite=True) as staged:  # the kept model and its decision appear together
+            save_state(staged, {**backbone.state_dict(), "adapt": asdict(adapt),
+                                "kept_epoch": result.decision.kept_epoch})
+            (staged / DECISION_FILE).write_text(json.dumps({"decision": decision, "history": history}, indent=2)
+                                                + "\n")
         tracker.log_artifact(out / "state.pt", "checkpoint")
         tracker.log_artifact(out / DECISION_FILE)
     tracker.end()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -27,6 +27,32 @@ from uda3d.training.pix2pix import Pix2PixTrainer
 from uda3d.training.runtime import autocast, unwrap
 
 Batch = dict[str, Any]
+
+
+@dataclass
+class AdaptProgress:
+    """What a restarted adaptation needs besides the backbone's state: the guard's story so far.
+
+    ``fallback`` is the generator of ``fallback_epoch``, the last epoch within the guards (0: the
+    starting model): the one a later violation rolls back to. Plain tensors, numbers and dicts, so
+    a checkpoint holding ``to_state()`` loads with ``weights_only=True``.
+    """
+
+    start: EpochRecord
+    records: list[EpochRecord]
+    objective: list[float]
+    fallback_epoch: int
+    fallback: dict[str, torch.Tensor]
+
+    def to_state(self) -> dict[str, Any]:
+        return {"start": asdict(self.start), "records": [asdict(r) for r in self.records],
+                "objective": list(self.objective), "fallback_epoch": self.fallback_epoch, "fallback": self.fallback}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> AdaptProgress:
+        return cls(start=EpochRecord(**state["start"]), records=[EpochRecord(**r) for r in state["records"]],
+                   objective=[float(v) for v in state["objective"]], fallback_epoch=int(state["fallback_epoch"]),
+                   fallback=state["fallback"])
 
 
 @dataclass(frozen=True)
@@ -57,6 +83,7 @@ class AdaptTrainer:
                                        high=slice_config.high)
         self.volume_encoder = VolumeEncoder(encoder, slice_config)
         self.prior: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.progress: AdaptProgress | None = None  # updated by fit_adapt every epoch, for checkpoints
 
     @torch.no_grad()
     def fit_prior(self, references: Sequence[torch.Tensor]) -> None:
@@ -123,7 +150,8 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
               report: Callable[[dict[str, float]], None] = lambda m: None,
               evaluate: Callable[[], dict[str, float]] | None = None,
               on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-              target_monitor: Callable[[], Iterable[Batch]] | None = None) -> AdaptResult:
+              target_monitor: Callable[[], Iterable[Batch]] | None = None,
+              resume: AdaptProgress | None = None) -> AdaptResult:
     """Adapt for ``config.epochs`` epochs under the guards; the generator ends as the kept epoch's.
 
     Args:
@@ -133,26 +161,42 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
         references: real source T1 volumes (B, 1, D, H, W), paired with target volumes by index modulo.
         evaluate: optional oracle metrics (e.g. target-test PSNR where T1 exists), *reported only*,
             prefixed ``eval_``; nothing here reads them back, so they cannot steer training or selection.
-        on_epoch_end: called with (epoch, metrics) after each epoch is reported (checkpointing).
+        on_epoch_end: called with (epoch, metrics) after each epoch is reported (checkpointing);
+            ``trainer.progress`` then holds what a restart needs.
         target_monitor: the target volumes the guard and the reported objective look at (default:
             ``target_batches``). Under DDP pass *all* target volumes so every rank decides alike.
+        resume: the progress saved with the checkpoint the backbone was restored from (its
+            ``epoch`` is the last one done); adaptation goes on with the next epoch.
     """
     monitor = target_monitor or target_batches
     if trainer.config.prior == "population":
         trainer.fit_prior(references)
     generator = unwrap(trainer.backbone.generator)
-    start = trainer.record(0, source_val(), monitor())
-    objective = [trainer.mean_objective(monitor(), references)]
+
     def with_eval(metrics: dict[str, float]) -> dict[str, float]:
         if evaluate is not None:
             metrics.update({f"eval_{k}": v for k, v in evaluate().items()})
         return metrics
 
-    report(with_eval({"epoch": 0.0, "objective": objective[0], "source_val_psnr": start.source_psnr,
-                      "target_mean": start.target_mean, "target_std": start.target_std}))
-    saved = {0: copy.deepcopy(generator.state_dict())}
-    records: list[EpochRecord] = []
-    for epoch in range(1, trainer.config.epochs + 1):
+    if resume is None:
+        start = trainer.record(0, source_val(), monitor())
+        objective = [trainer.mean_objective(monitor(), references)]
+        report(with_eval({"epoch": 0.0, "objective": objective[0], "source_val_psnr": start.source_psnr,
+                          "target_mean": start.target_mean, "target_std": start.target_std}))
+        progress = AdaptProgress(start, [], objective, 0, copy.deepcopy(generator.state_dict()))
+        first = 1
+    else:
+        progress = AdaptProgress(resume.start, list(resume.records), list(resume.objective), resume.fallback_epoch,
+                                 resume.fallback)
+        start, objective = progress.start, progress.objective
+        first = progress.records[-1].epoch + 1 if progress.records else 1
+        if any(violation(r, start, guards) for r in progress.records):
+            first = trainer.config.epochs + 1  # it had already stopped at a violation
+    trainer.progress = progress
+    saved = {progress.fallback_epoch: progress.fallback}
+    if progress.records:
+        saved[progress.records[-1].epoch] = copy.deepcopy(generator.state_dict())
+    for epoch in range(first, trainer.config.epochs + 1):
         source_iter = iter(source_batches(epoch))
         for i, target in enumerate(target_batches()):
             if trainer.config.source_step:
@@ -164,16 +208,19 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
                 trainer.backbone.train_step(batch)
             trainer.target_step(target["input"], references[i % len(references)])
         record = trainer.record(epoch, source_val(), monitor())
-        records.append(record)
+        progress.records.append(record)
         objective.append(trainer.mean_objective(monitor(), references))
         saved[epoch] = copy.deepcopy(generator.state_dict())
+        broken = violation(record, start, guards)
+        if not broken:
+            progress.fallback_epoch, progress.fallback = epoch, saved[epoch]
         metrics = with_eval({"epoch": float(epoch), "objective": objective[-1], "source_val_psnr": record.source_psnr,
                              "target_mean": record.target_mean, "target_std": record.target_std})
         report(metrics)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
-        if violation(record, start, guards):
+        if broken:
             break
-    decision = choose_checkpoint(start, records, guards)
+    decision = choose_checkpoint(start, progress.records, guards)
     generator.load_state_dict(saved[decision.kept_epoch])
-    return AdaptResult(start=start, epochs=records, objective=objective, decision=decision)
+    return AdaptResult(start=start, epochs=list(progress.records), objective=objective, decision=decision)

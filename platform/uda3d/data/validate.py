@@ -69,7 +69,8 @@ def validate_subject(subject: Subject) -> list[Problem]:
             problems.append(Problem(str(subject.folder), missing_modality(modality)))
     for modality, paths in subject.duplicates.items():
         names = ", ".join(p.name for p in paths)
-        problems.append(Problem(str(subject.folder), f"several files for modality {modality!r}: {names}"))
+        problems.append(Problem(str(subject.folder), f"several files for modality {modality!r}: {names}; "
+                                                    "expected one file per modality"))
 
     reference = None
     for modality, path in subject.files.items():
@@ -87,7 +88,7 @@ def validate_subject(subject: Subject) -> list[Problem]:
                 problems.append(Problem(str(path), f"label values {sorted(labels - SEG_LABELS)} are not BraTS "
                                                    f"labels; expected a subset of {sorted(SEG_LABELS)}"))
         elif not np.any(volume.data):
-            problems.append(Problem(str(path), "image is empty (every voxel is 0)"))
+            problems.append(Problem(str(path), "image is empty (every voxel is 0); expected a scan"))
         if reference is None:
             reference = volume
             continue

@@ -43,7 +43,8 @@ def load_header(path: str | Path):
     try:
         return nib.load(str(path))
     except Exception as exc:  # nibabel raises ImageFileError, gzip/zlib errors, OSError, ...
-        raise DataError(path, f"not a readable NIfTI file ({_describe(exc)})") from None
+        raise DataError(path, f"not a readable NIfTI file ({_describe(exc)}); expected a .nii or .nii.gz "
+                              "image") from None
 
 
 def load_volume(path: str | Path, check_finite: bool = True) -> Volume:
@@ -54,17 +55,23 @@ def load_volume(path: str | Path, check_finite: bool = True) -> Volume:
         check_finite: reject NaN/Inf voxels (every stage after loading assumes finite data).
 
     Raises:
-        DataError: unreadable, corrupt or truncated file; not 3D; non-finite voxels or affine.
+        DataError: unreadable, corrupt or truncated file; not 3D; complex or RGB voxels; non-finite
+            voxels or affine.
     """
     img = load_header(path)
     shape = tuple(int(s) for s in img.shape)
     squeezed = shape[:3] if len(shape) > 3 and all(s == 1 for s in shape[3:]) else shape
     if len(squeezed) != 3:
         raise DataError(path, f"expected a 3D image, got shape {shape}")
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.kind not in "iuf":  # complex would lose its imaginary part silently; RGB cannot be cast at all
+        kind = "RGB" if dtype.names else dtype.name
+        raise DataError(path, f"voxel type {kind} is not an intensity; expected an integer or floating-point image")
     try:
         data = np.asarray(img.dataobj, dtype=np.float32).reshape(squeezed)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
-        raise DataError(path, f"corrupt or truncated image data ({_describe(exc)})") from None
+        raise DataError(path, f"corrupt or truncated image data ({_describe(exc)}); expected the whole file "
+                              "(copy or download it again)") from None
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise DataError(path, f"affine is singular or not finite: {affine.tolist()}")

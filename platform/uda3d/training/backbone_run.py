@@ -4,9 +4,9 @@ The driver fills the preprocessing cache once, creates the MLflow experiment, an
 ``TorchTrainer`` whose workers wrap the networks with ``prepare_model`` (DDP) and the loader with
 ``prepare_data_loader`` (distributed sampler). Every epoch rank 0 writes a checkpoint (networks,
 optimisers, schedulers, scaler, epoch, config, MLflow run id) and ``ray.train.report``s it; a rerun
-with ``resume=True`` and the same run name finds it through Ray's run snapshot, restores it and
-continues with the next epoch in the same MLflow run. ``FailureConfig(max_failures)`` restarts a
-failed worker group from the same checkpoint.
+with ``resume=True`` and the same run name finds the newest complete one in the run folder, restores
+it and continues with the next epoch in the same MLflow run. ``FailureConfig(max_failures)``
+restarts a failed worker group from the same checkpoint (``restore_state``).
 """
 
 from __future__ import annotations
@@ -59,13 +59,18 @@ class BackboneRun:
 
 def run_backbone(run: BackboneRun) -> TrainResult:
     """Train the backbone on ``run.source_domain``'s train split, validating on its val split."""
-    from uda3d.training.ray_runtime import latest_checkpoint_on_disk, launch, run_folder
+    from uda3d.training.checkpoint import load_state
+    from uda3d.training.ray_runtime import launch, run_folder
 
     splits = (f"{run.source_domain}_{TRAIN_PHASE}", f"{run.source_domain}_{VAL_PHASE}")
     subjects = discover(run.dataroot, splits)
     for name in splits:
         if not subjects[name]:
             raise DataError(Path(run.dataroot) / name, "split is empty; expected subject folders")
+    if run.init_checkpoint:  # a missing, damaged, unsafe or foreign one: one line now, not a worker's traceback
+        if not {"generator", "discriminator"} <= set(load_state(run.init_checkpoint)):
+            raise DataError(run.init_checkpoint, "not a backbone checkpoint; expected one from 'uda3d train-backbone' "
+                                                 "(keys 'generator' and 'discriminator')")
     folder = run_folder(run.storage_path, run.run_name, run.resume)
     preprocess_root(run.dataroot, run.preprocess, run.cache_dir, splits=splits, progress=run.progress)
     ensure_experiment(run.tracking)
@@ -76,7 +81,7 @@ def run_backbone(run: BackboneRun) -> TrainResult:
         "verbose": run.verbose,
         "tags": {"git_commit": git_commit(Path(__file__).parent), "dataset_fingerprint": fingerprint(subjects),
                  "stage": "backbone", "python": _platform.python_version()},
-        "resume_from": latest_checkpoint_on_disk(folder) if run.resume else None,
+        "run_folder": str(folder),
         "init_checkpoint": str(Path(run.init_checkpoint).resolve()) if run.init_checkpoint else None,
     }
     return launch(backbone_worker, payload, run.scaling, run.run_name, run.storage_path, run.verbose)
@@ -109,7 +114,7 @@ def backbone_worker(payload: dict[str, Any]) -> None:
     seed_everything(config.seed + rank)
     device = ray.train.torch.get_device()
     trainer = Pix2PixTrainer(config, device, wrap=ray.train.torch.prepare_model, rank=rank)
-    restored = restore_state(device, payload.get("resume_from"))
+    restored = restore_state(device, payload["run_folder"])
     if restored is not None:
         trainer.load_state_dict(restored)
     elif payload.get("init_checkpoint"):
@@ -119,7 +124,7 @@ def backbone_worker(payload: dict[str, Any]) -> None:
     params = {"backbone": asdict(config), "preprocess": asdict(preprocess), "world_size": ctx.get_world_size(),
               "init_checkpoint": payload.get("init_checkpoint") or ""}
     tracker, run_id = start_tracking(TrackingConfig(**payload["tracking"]), rank, payload["run_name"], params,
-                                     payload["tags"], restored)
+                                     payload["tags"], restored, payload["run_folder"])
     report_epoch = EpochReporter(tracker, rank, run_id)
 
     subjects = discover(payload["dataroot"], tuple(payload["splits"]))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from uda3d.config import ScalingOptions
 from uda3d.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
 
 
 def ensure_ray(address: str | None, train_cpus: float = 0.0) -> None:
@@ -33,10 +37,32 @@ def ensure_ray(address: str | None, train_cpus: float = 0.0) -> None:
     job_cluster = os.environ.get("RAY_ADDRESS", "")  # set inside `ray job submit` (a GCS address, not http)
     if not address and job_cluster and not job_cluster.startswith("http"):
         address = job_cluster
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(train_cpus) + 1), log_to_driver=True)
+    with _keep_sigterm_handler():
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:  # the dashboard of a local Ray listens on loopback only, whatever Ray's default becomes
+            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(train_cpus) + 1), log_to_driver=True,
+                     dashboard_host=LOOPBACK)
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """Keep a SIGTERM handler the caller installed (the CLI's): ``ray.init`` replaces it with ``sys.exit``.
+
+    The CLI turns SIGTERM into the same clean interruption as Ctrl-C (temporary files removed,
+    exit code 143, resumable); Ray's handler would skip that. Without a handler of the caller's,
+    Ray's stays.
+    """
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        yield
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
 
 
 def scaling_config(options: ScalingOptions):
@@ -147,8 +173,14 @@ def latest_checkpoint_on_disk(folder: str | Path) -> str | None:
     return None
 
 
-def restore_state(device, fallback: str | None = None) -> dict | None:
-    """The latest state of this run (inside a worker): Ray's checkpoint or ``fallback``, whichever is later."""
+def restore_state(device, folder: str | None = None) -> dict | None:
+    """The latest state of this run (inside a worker): Ray's checkpoint or the newest complete one in ``folder``.
+
+    Ray hands a restarted worker group (``max_failures``) the last checkpoint it registered, and a
+    ``--resume``d run none at all; a checkpoint whose files landed just before a worker died may
+    not be registered yet. ``folder`` is this run's folder, empty when the run began (``run_folder``),
+    so whatever complete checkpoint it holds is this run's: the later of the two wins.
+    """
     import ray.train
 
     from uda3d.training.checkpoint import load_state
@@ -158,8 +190,9 @@ def restore_state(device, fallback: str | None = None) -> dict | None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             states.append(load_state(directory, map_location=device))
-    if fallback:
-        states.append(load_state(fallback, map_location=device))
+    on_disk = latest_checkpoint_on_disk(folder) if folder else None
+    if on_disk:
+        states.append(load_state(on_disk, map_location=device))
     return max(states, key=lambda s: int(s["epoch"])) if states else None
 
 
@@ -192,17 +225,41 @@ class EpochReporter:
             ray.train.report(dict(metrics, mlflow_run_id=self.run_id), checkpoint=checkpoint)
 
 
-def start_tracking(tracking, rank: int, run_name: str, params: dict, tags: dict, restored: dict | None):
-    """Rank 0's MLflow run (continued when resuming from a checkpoint that names it); a no-op tracker elsewhere."""
+RUN_ID_FILE = "mlflow_run_id"
+
+
+def start_tracking(tracking, rank: int, run_name: str, params: dict, tags: dict, restored: dict | None,
+                   folder: str | None = None):
+    """Rank 0's MLflow run (continued when resuming); a no-op tracker elsewhere.
+
+    The run continued is the one the restored checkpoint names or, when there is no checkpoint yet
+    (a worker lost during the first epoch, or a resume of a run stopped then), the one recorded in
+    ``folder/mlflow_run_id`` when it was created: one run per training, never an empty twin.
+    Every rank must call it: it also records where each rank runs (tags ``worker.rank<i>`` =
+    ``host:pid``), refreshed whenever Ray restarts the worker group, so a lost worker can be traced
+    to its node and process.
+    """
+    import os
+    import socket
+
     import ray
     import torch
 
+    from uda3d.io.atomic import atomic_file
     from uda3d.tracking import Tracker
 
     tracker = Tracker(tracking if rank == 0 else None)
+    recorded = Path(folder) / RUN_ID_FILE if folder else None
     previous = (restored or {}).get("mlflow_run_id") or None
+    if previous is None and recorded is not None and recorded.is_file():
+        previous = recorded.read_text().strip() or None
     run_id = tracker.start(run_name, params=params, tags=dict(tags, ray=ray.__version__, torch=torch.__version__),
                            run_id=previous) or previous
+    if rank == 0 and run_id and recorded is not None and previous is None:
+        with atomic_file(recorded) as tmp:
+            tmp.write_text(run_id)
+    places = gather_strings(f"{socket.gethostname()}:{os.getpid()}")
+    tracker.set_tags({f"worker.rank{i}": place for i, place in enumerate(places)})
     if restored is not None:
         tracker.set_tags({"resumed_after_epoch": str(restored["epoch"])})
     return tracker, run_id

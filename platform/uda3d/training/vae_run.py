@@ -72,7 +72,7 @@ def run_vae(run: VAERun) -> TrainResult:
     from ray.data.expressions import col
     from ray.train import DataConfig
 
-    from uda3d.training.ray_runtime import ensure_ray, latest_checkpoint_on_disk, launch, run_folder
+    from uda3d.training.ray_runtime import ensure_ray, launch, run_folder
     from uda3d.training.vae import mean_slice_baseline
 
     store = open_slice_store(run.store, verify=True)
@@ -103,7 +103,7 @@ def run_vae(run: VAERun) -> TrainResult:
                "run_name": run.run_name, "progress": run.progress, "verbose": run.verbose, "val_ids": val_ids,
                "steps_per_epoch": steps_per_epoch(len(train_ids), world), "baseline_mse": baseline,
                "train_volumes": len(train_ids),
-               "resume_from": latest_checkpoint_on_disk(folder) if run.resume else None,
+               "run_folder": str(folder),
                "tags": {"git_commit": git_commit(Path(__file__).parent), "stage": "vae",
                         "python": _platform.python_version(), "slice_store": str(Path(run.store).resolve())}}
     return launch(vae_worker, payload, run.scaling, run.run_name, run.storage_path, run.verbose, datasets=datasets,
@@ -145,13 +145,13 @@ def vae_worker(payload: dict[str, Any]) -> None:
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
     trainer = VAETrainer(config, size, device, wrap=ray.train.torch.prepare_model)
-    restored = restore_state(device, payload.get("resume_from"))
+    restored = restore_state(device, payload["run_folder"])
     if restored is not None:
         trainer.load_state_dict(restored)
     params = {"vae": asdict(config), "slice_config": store.manifest["slice_config"],
               "world_size": ctx.get_world_size(), "train_volumes": payload["train_volumes"]}
     tracker, run_id = start_tracking(TrackingConfig(**payload["tracking"]), rank, payload["run_name"], params,
-                                     payload["tags"], restored)
+                                     payload["tags"], restored, payload["run_folder"])
     report_epoch = EpochReporter(tracker, rank, run_id)
     shard = ray.train.get_dataset_shard(f"train_rank{rank}")
     val_ids = payload["val_ids"]

@@ -93,7 +93,7 @@ def _check_value(name: str, value: Any, key: str, source: str, fixed: Mapping[st
 
 def parse_param(name: str, spec: Any, source: str, fixed: Mapping[str, Any]) -> ParamSpec:
     key = f"params.{name}"
-    if name not in TUNABLE:
+    if not isinstance(name, str) or name not in TUNABLE:
         raise ConfigError(key, f"unknown parameter; expected one of {sorted(TUNABLE)}", source)
     if not isinstance(spec, Mapping):
         raise ConfigError(key, "expected a mapping with 'type' and its bounds or values", source)
@@ -125,12 +125,15 @@ def parse_space(raw: Any, source: str) -> SearchSpace:
     """Validate a loaded YAML mapping; every error names ``source`` and the key."""
     if not isinstance(raw, Mapping):
         raise ConfigError("search space", "expected a mapping at the top level", source)
-    unknown = sorted(set(raw) - TOP_KEYS)
+    unknown = sorted(str(k) for k in set(raw) - TOP_KEYS)  # YAML keys may be numbers
     if unknown:
         raise ConfigError(unknown[0], f"unknown key; expected one of {sorted(TOP_KEYS)}", source)
+    for section in ("fixed", "scheduler", "search", "resources", "params"):
+        if raw.get(section) is not None and not isinstance(raw[section], Mapping):
+            raise ConfigError(section, f"expected a mapping, got {raw[section]!r}", source)
     fixed = dict(raw.get("fixed") or {})
     for name in fixed:
-        if name not in TUNABLE | {"seed"}:
+        if not isinstance(name, str) or name not in TUNABLE | {"seed"}:
             raise ConfigError(f"fixed.{name}", f"unknown parameter; expected one of {sorted(TUNABLE)}", source)
     try:
         AdaptConfig(**fixed)

@@ -28,6 +28,7 @@ from typing import Any
 from uda3d.adaptation.guards import GuardConfig
 from uda3d.config import AdaptConfig, PreprocessConfig
 from uda3d.errors import ConfigError
+from uda3d.io.atomic import atomic_file
 from uda3d.tracking import TrackingConfig
 from uda3d.tuning.space import SearchSpace
 
@@ -144,8 +145,8 @@ def _parent_run(run: TuneRun) -> str | None:
                                                                "backbone_checkpoint": run.backbone_checkpoint,
                                                                "vae_checkpoint": run.vae_checkpoint},
                            tags={"stage": run.kind, "study": run.space.name})
-    run.study_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(run_id or "")
+    with atomic_file(path) as tmp:
+        tmp.write_text(run_id or "")
     return run_id
 
 
