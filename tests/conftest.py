@@ -1,4 +1,4 @@
-"""Shared fixtures: one tiny synthetic cohort per session, and mutable copies of it per test."""
+"""Shared fixtures: one tiny synthetic cohort per session, mutable copies of it per test, one local Ray."""
 
 from __future__ import annotations
 
@@ -26,3 +26,18 @@ def cohort_copy(tiny_cohort, tmp_path) -> Path:
     shutil.copytree(tiny_cohort, dst)
     return dst
 
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for every in-process test that runs a stage: started as the CLI starts it
+    (``ensure_ray``: loopback dashboard, a CPU more than two training workers take), stopped at the
+    end. Starting and stopping Ray costs 10-20 s a time on 2 cores; the stages themselves join a
+    running Ray, as they do inside a Ray job."""
+    import ray
+
+    from uda3d.training.ray_runtime import ensure_ray
+
+    ensure_ray(None, 2.0)
+    yield
+    ray.shutdown()

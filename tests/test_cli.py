@@ -99,16 +99,11 @@ def test_debug_flag_shows_the_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_every_stage(tmp_path, capsys):
-    import ray
-
-    try:
-        code = main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
-                     "--shape", "24", "24", "24", "--backbone-epochs", "3", "--vae-epochs", "2",
-                     "--supervised-epochs", "1", "--robust-epochs", "2", "--slice-size", "32", "--tune-trials", "2",
-                     "--quiet"])
-    finally:
-        ray.shutdown()
+def test_demo_runs_every_stage(local_ray, tmp_path, capsys):
+    code = main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
+                 "--shape", "24", "24", "24", "--backbone-epochs", "3", "--vae-epochs", "2",
+                 "--supervised-epochs", "1", "--robust-epochs", "2", "--slice-size", "32", "--tune-trials", "2",
+                 "--quiet"])
     out = capsys.readouterr().out
     assert code == 0, out
     for step in ("[1/5] cohort", "[2/5] validate-data", "[3/5] preprocess", "[4/5] pipeline", "[5/5] tune"):

@@ -21,16 +21,11 @@ def checkpoints(tiny_cohort, tmp_path_factory):
     return tiny_checkpoints(tiny_cohort, tmp_path_factory.mktemp("adapt"))
 
 
-def test_adapt_with_a_destructive_lr_keeps_a_safe_model(tiny_cohort, checkpoints, tmp_path, capsys):
-    import ray
-
+def test_adapt_with_a_destructive_lr_keeps_a_safe_model(local_ray, tiny_cohort, checkpoints, tmp_path, capsys):
     backbone, vae = checkpoints
     workdir = tmp_path / "work"
-    try:
-        code = main(["adapt", "--dataroot", str(tiny_cohort), "--backbone", str(backbone), "--vae", str(vae),
-                     "--workdir", str(workdir), "--num-workers", "2", "--lr", "0.05", "--epochs", "3", "--quiet"])
-    finally:
-        ray.shutdown()
+    code = main(["adapt", "--dataroot", str(tiny_cohort), "--backbone", str(backbone), "--vae", str(vae),
+                 "--workdir", str(workdir), "--num-workers", "2", "--lr", "0.05", "--epochs", "3", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "guard: stopped at epoch" in out and "rolled back" in out
@@ -54,10 +49,8 @@ def test_adapt_with_a_destructive_lr_keeps_a_safe_model(tiny_cohort, checkpoints
     assert [m.step for m in client.get_metric_history(run.info.run_id, "objective")][0] == 0
 
 
-def test_adaptation_resumes_from_its_last_epoch_checkpoint(tiny_cohort, checkpoints, tmp_path):
+def test_adaptation_resumes_from_its_last_epoch_checkpoint(local_ray, tiny_cohort, checkpoints, tmp_path):
     """The restore path a restarted worker group takes: checkpoint -> backbone, guard history, MLflow run."""
-    import ray
-
     from uda3d.adaptation.guards import GuardConfig
     from uda3d.adaptation.run import AdaptRun, run_adapt
     from uda3d.config import AdaptConfig
@@ -73,11 +66,8 @@ def test_adaptation_resumes_from_its_last_epoch_checkpoint(tiny_cohort, checkpoi
                                   guards=guards, tracking=resolve_tracking(workdir, "uda3d"), resume=resume,
                                   progress=False))
 
-    try:
-        first = adapt(epochs=1, resume=False)
-        second = adapt(epochs=2, resume=True)  # as if the first run had been cut short after epoch 1
-    finally:
-        ray.shutdown()
+    first = adapt(epochs=1, resume=False)
+    second = adapt(epochs=2, resume=True)  # as if the first run had been cut short after epoch 1
     assert [h["epoch"] for h in second.history] == [0, 1, 2]
     assert second.history[:2] == first.history  # epochs 0 and 1 restored, not redone
     assert second.decision["kept_epoch"] == 2 and second.mlflow_run_id == first.mlflow_run_id

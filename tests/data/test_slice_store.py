@@ -90,18 +90,14 @@ def test_store_schema_and_manifest(store):
     assert open_slice_store(store.path, verify=True).manifest == manifest
 
 
-def test_store_is_readable_by_ray_data(store):
+def test_store_is_readable_by_ray_data(local_ray, store):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
-    try:
-        rows = ray.data.read_parquet(store.shard_paths).take_all()
-        assert len(rows) == 96
-        rows.sort(key=lambda r: (r["volume_index"], r["slice_index"]))  # Ray Data may reorder blocks
-        via_ray = np.stack([np.asarray(r["slice"]) for r in rows]).reshape(96, 32, 32)
-        np.testing.assert_array_equal(via_ray, read_slices(store)[0])
-    finally:
-        ray.shutdown()
+    rows = ray.data.read_parquet(store.shard_paths).take_all()
+    assert len(rows) == 96
+    rows.sort(key=lambda r: (r["volume_index"], r["slice_index"]))  # Ray Data may reorder blocks
+    via_ray = np.stack([np.asarray(r["slice"]) for r in rows]).reshape(96, 32, 32)
+    np.testing.assert_array_equal(via_ray, read_slices(store)[0])
 
 
 def test_damaged_or_missing_store(store, tmp_path):

@@ -30,15 +30,7 @@ def _only_run(workdir: Path):
     return client, runs[0]
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    yield
-    ray.shutdown()
-
-
-def test_two_worker_cpu_run_is_tracked_and_in_sync(tiny_cohort, tmp_path, ray_session, capsys):
+def test_two_worker_cpu_run_is_tracked_and_in_sync(tiny_cohort, tmp_path, local_ray, capsys):
     workdir = tmp_path / "work"
     code = main(["train-backbone", "--dataroot", str(tiny_cohort), "--workdir", str(workdir),
                  "--num-workers", "2", "--epochs", "4", *TINY_TRAINING])

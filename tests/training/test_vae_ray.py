@@ -23,15 +23,10 @@ def slice_store(tmp_path_factory) -> Path:
     return base / "store"
 
 
-def test_two_worker_vae_beats_the_mean_slice_and_logs_figures(slice_store, tmp_path, capsys):
-    import ray
-
+def test_two_worker_vae_beats_the_mean_slice_and_logs_figures(local_ray, slice_store, tmp_path, capsys):
     workdir = tmp_path / "work"
-    try:
-        code = main(["train-vae", "--store", str(slice_store), "--workdir", str(workdir), "--num-workers", "2",
-                     "--latent-channels", "16", "--lr", "3e-3", "--epochs", "15", "--quiet"])
-    finally:
-        ray.shutdown()
+    code = main(["train-vae", "--store", str(slice_store), "--workdir", str(workdir), "--num-workers", "2",
+                 "--latent-channels", "16", "--lr", "3e-3", "--epochs", "15", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0, out
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")

@@ -44,7 +44,8 @@ def _kill_rank0_after_first_checkpoint(workdir: Path, killed: dict, stop: thread
     killed.update(pid=pid, run_id=run.info.run_id)
 
 
-def test_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(tiny_cohort, tmp_path, capsys):
+def test_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(local_ray, tiny_cohort, tmp_path,
+                                                                          capsys):
     import ray
 
     workdir = tmp_path / "work"
@@ -59,7 +60,6 @@ def test_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(tiny_
     finally:
         stop.set()
         killer.join(timeout=10)
-        ray.shutdown()
     out = capsys.readouterr().out
     assert killed, "the run ended before a worker could be killed"
     assert code == 0, out

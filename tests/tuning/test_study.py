@@ -120,8 +120,7 @@ params:
 
 
 @pytest.mark.slow
-def test_study_end_to_end_writes_tables_and_figures_with_seed_spread(tiny_cohort, tmp_path, capsys):
-    import ray
+def test_study_end_to_end_writes_tables_and_figures_with_seed_spread(local_ray, tiny_cohort, tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     from tests.helpers import tiny_checkpoints
@@ -131,12 +130,9 @@ def test_study_end_to_end_writes_tables_and_figures_with_seed_spread(tiny_cohort
     space = tmp_path / "study.yaml"
     space.write_text(STUDY)
     work = tmp_path / "work"
-    try:
-        code = main(["study", "data-amount", "--space", str(space), "--dataroot", str(tiny_cohort), "--backbone",
-                     str(backbone), "--vae", str(vae), "--workdir", str(work), "--max-source-drop", "100",
-                     "--max-intensity-drift", "100", "--quiet"])
-    finally:
-        ray.shutdown()
+    code = main(["study", "data-amount", "--space", str(space), "--dataroot", str(tiny_cohort), "--backbone",
+                 str(backbone), "--vae", str(vae), "--workdir", str(work), "--max-source-drop", "100",
+                 "--max-intensity-drift", "100", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "note: target_subjects 3 left out: domain2_val holds 1 volume(s)" in out

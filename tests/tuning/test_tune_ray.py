@@ -50,19 +50,15 @@ def _args(space: Path, cohort: Path, checkpoints, work: Path) -> list[str]:
             "--workdir", str(work), "--max-source-drop", "100", "--max-intensity-drift", "100", "--quiet"]
 
 
-def test_tune_four_trials(tiny_cohort, checkpoints, tmp_path, capsys):
+def test_tune_four_trials(local_ray, tiny_cohort, checkpoints, tmp_path, capsys):
     import optuna
-    import ray
     from mlflow.artifacts import download_artifacts
     from mlflow.tracking import MlflowClient
 
     space = tmp_path / "space.yaml"
     space.write_text(SPACE.format(name="probe"))
     work = tmp_path / "work"
-    try:
-        code = main(_args(space, tiny_cohort, checkpoints, work))
-    finally:
-        ray.shutdown()
+    code = main(_args(space, tiny_cohort, checkpoints, work))
     out = capsys.readouterr().out
     assert code == 0, out
     summary = json.loads((work / "tune" / "probe" / "summary.json").read_text())
@@ -121,9 +117,8 @@ def test_tune_four_trials(tiny_cohort, checkpoints, tmp_path, capsys):
     assert (tmp_path / "cmp" / "runs.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_interrupted_study_resumes_to_the_planned_number_of_trials(tiny_cohort, checkpoints, tmp_path, capsys):
-    import ray
-
+def test_interrupted_study_resumes_to_the_planned_number_of_trials(local_ray, tiny_cohort, checkpoints, tmp_path,
+                                                                   capsys):
     space = tmp_path / "space.yaml"
     space.write_text(SPACE.format(name="resumable"))
     work = tmp_path / "work"
@@ -146,10 +141,7 @@ def test_interrupted_study_resumes_to_the_planned_number_of_trials(tiny_cohort, 
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (work / "tune" / "resumable" / "summary.json").exists()
-    try:
-        code = main([*_args(space, tiny_cohort, checkpoints, work), "--resume"])
-    finally:
-        ray.shutdown()
+    code = main([*_args(space, tiny_cohort, checkpoints, work), "--resume"])
     assert code == 0, capsys.readouterr().out
     summary = json.loads((work / "tune" / "resumable" / "summary.json").read_text())
     assert summary["trials"] == summary["planned"] == 4
