@@ -78,9 +78,11 @@ class Tracker:
     def __init__(self, config: TrackingConfig | None) -> None:
         self.config = config if config is not None and config.uri else None
         self.run_id: str | None = None
-        from mlflow.tracking import MlflowClient  # imported when used: keeps `uda3d --help` light
+        self._client = None
+        if self.config:  # imported only when tracking: keeps `uda3d --help` and non-zero ranks light
+            from mlflow.tracking import MlflowClient
 
-        self._client = MlflowClient(tracking_uri=self.config.uri) if self.config else None
+            self._client = MlflowClient(tracking_uri=self.config.uri)
         self._logged_through: int | None = None
 
     @property
