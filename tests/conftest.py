@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY
+from tests.helpers import TINY, tiny_checkpoints
 from uda3d.cohort.generate import generate_cohort
 
 
@@ -17,6 +17,13 @@ def tiny_cohort(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cohort") / "root"
     generate_cohort(root, TINY, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_cohort, tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny trained backbone and slice VAE on the tiny cohort, read-only, trained once per session
+    (about 20 s here): (backbone dir, VAE dir)."""
+    return tiny_checkpoints(tiny_cohort, tmp_path_factory.mktemp("trained"))
 
 
 @pytest.fixture
@@ -41,3 +48,11 @@ def local_ray():
     ensure_ray(None, 2.0)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(local_ray) -> str:
+    """The session Ray's GCS address, for a CLI subprocess to join (``--address``) instead of starting its own."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address

@@ -8,7 +8,6 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import tiny_checkpoints
 from uda3d.cli import main
 from uda3d.training.checkpoint import load_state
 
@@ -16,13 +15,8 @@ pytestmark = pytest.mark.slow
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tiny_cohort, tmp_path_factory):
-    return tiny_checkpoints(tiny_cohort, tmp_path_factory.mktemp("adapt"))
-
-
-def test_adapt_with_a_destructive_lr_keeps_a_safe_model(local_ray, tiny_cohort, checkpoints, tmp_path, capsys):
-    backbone, vae = checkpoints
+def test_adapt_with_a_destructive_lr_keeps_a_safe_model(local_ray, tiny_cohort, tiny_trained, tmp_path, capsys):
+    backbone, vae = tiny_trained
     workdir = tmp_path / "work"
     code = main(["adapt", "--dataroot", str(tiny_cohort), "--backbone", str(backbone), "--vae", str(vae),
                  "--workdir", str(workdir), "--num-workers", "2", "--lr", "0.05", "--epochs", "3", "--quiet"])
@@ -49,14 +43,14 @@ def test_adapt_with_a_destructive_lr_keeps_a_safe_model(local_ray, tiny_cohort, 
     assert [m.step for m in client.get_metric_history(run.info.run_id, "objective")][0] == 0
 
 
-def test_adaptation_resumes_from_its_last_epoch_checkpoint(local_ray, tiny_cohort, checkpoints, tmp_path):
+def test_adaptation_resumes_from_its_last_epoch_checkpoint(local_ray, tiny_cohort, tiny_trained, tmp_path):
     """The restore path a restarted worker group takes: checkpoint -> backbone, guard history, MLflow run."""
     from uda3d.adaptation.guards import GuardConfig
     from uda3d.adaptation.run import AdaptRun, run_adapt
     from uda3d.config import AdaptConfig
     from uda3d.tracking import resolve_tracking
 
-    backbone, vae = checkpoints
+    backbone, vae = tiny_trained
     workdir = tmp_path / "work"
     guards = GuardConfig(max_source_drop=5.0, max_intensity_drift=1.0)
 

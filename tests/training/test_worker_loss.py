@@ -4,6 +4,8 @@ The test plays the node that goes away: it waits for the first epoch's checkpoin
 4-epoch CPU run, then kills rank 0 (the MLflow writer) by its pid — found in the run's own
 ``worker.rank0`` tag — while epoch 2 trains. With ``--max-failures 1`` Ray starts a new worker group,
 which restores epoch 1's checkpoint; MLflow must hold epochs 1..4 once each, in the same run.
+The same run checks what any 2-worker DDP run must show: params, ranks in sync, the loss going down,
+the checkpoint and figure artifacts, and that rerunning under the same name is refused.
 """
 
 from __future__ import annotations
@@ -78,7 +80,22 @@ def test_killed_worker_is_replaced_and_the_run_resumes_from_its_checkpoint(local
         steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
         assert sorted(steps) == [1, 2, 3, 4], (metric, steps)  # no gap, no duplicate
     assert all(m.value == 1.0 for m in client.get_metric_history(run.info.run_id, "ranks_in_sync"))
-    assert tags["weights_sha1_rank0"] == tags["weights_sha1_rank1"]
+    assert tags["weights_sha1_rank0"] == tags["weights_sha1_rank1"]  # DDP kept both ranks bit-identical
+    assert {"git_commit", "dataset_fingerprint", "ray", "torch"} <= set(tags)
+    params = run.data.params
+    assert params["backbone.generator"] == "sit" and params["world_size"] == "2" and params["backbone.lr"] == "0.002"
+    l1 = sorted(client.get_metric_history(run.info.run_id, "loss_l1"), key=lambda m: m.step)
+    assert l1[-1].value < l1[0].value
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert artifacts == {"checkpoint/state.pt", "figures/synthesis.png"}
+    png = Path(run.info.artifact_uri.removeprefix("file://")) / "figures" / "synthesis.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The local Ray this stage started serves its dashboard on loopback only.
     assert not dashboard or dashboard.split(":")[0] in ("127.0.0.1", "localhost")
+
+    # Re-running under the same name without --resume is refused (no silent overwrite).
+    code = main(["train-backbone", "--dataroot", str(tiny_cohort), "--workdir", str(workdir), "--epochs", "1",
+                 *TINY_TRAINING])
+    assert code == 2 and "already exists" in capsys.readouterr().err

@@ -120,13 +120,13 @@ params:
 
 
 @pytest.mark.slow
-def test_study_end_to_end_writes_tables_and_figures_with_seed_spread(local_ray, tiny_cohort, tmp_path, capsys):
+def test_study_end_to_end_writes_tables_and_figures_with_seed_spread(local_ray, tiny_cohort, tiny_trained, tmp_path,
+                                                                    capsys):
     from mlflow.tracking import MlflowClient
 
-    from tests.helpers import tiny_checkpoints
     from uda3d.cli import main
 
-    backbone, vae = tiny_checkpoints(tiny_cohort, tmp_path / "ckpt")
+    backbone, vae = tiny_trained
     space = tmp_path / "study.yaml"
     space.write_text(STUDY)
     work = tmp_path / "work"

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import tiny_checkpoints
 from uda3d.cli import main
 
 pytestmark = pytest.mark.slow
@@ -39,18 +38,13 @@ params:
 """
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tiny_cohort, tmp_path_factory):
-    return tiny_checkpoints(tiny_cohort, tmp_path_factory.mktemp("tune"))
-
-
-def _args(space: Path, cohort: Path, checkpoints, work: Path) -> list[str]:
-    backbone, vae = checkpoints
+def _args(space: Path, cohort: Path, trained, work: Path) -> list[str]:
+    backbone, vae = trained
     return ["tune", "--space", str(space), "--dataroot", str(cohort), "--backbone", str(backbone), "--vae", str(vae),
             "--workdir", str(work), "--max-source-drop", "100", "--max-intensity-drift", "100", "--quiet"]
 
 
-def test_tune_four_trials(local_ray, tiny_cohort, checkpoints, tmp_path, capsys):
+def test_tune_four_trials(local_ray, tiny_cohort, tiny_trained, tmp_path, capsys):
     import optuna
     from mlflow.artifacts import download_artifacts
     from mlflow.tracking import MlflowClient
@@ -58,7 +52,7 @@ def test_tune_four_trials(local_ray, tiny_cohort, checkpoints, tmp_path, capsys)
     space = tmp_path / "space.yaml"
     space.write_text(SPACE.format(name="probe"))
     work = tmp_path / "work"
-    code = main(_args(space, tiny_cohort, checkpoints, work))
+    code = main(_args(space, tiny_cohort, tiny_trained, work))
     out = capsys.readouterr().out
     assert code == 0, out
     summary = json.loads((work / "tune" / "probe" / "summary.json").read_text())
@@ -117,13 +111,15 @@ def test_tune_four_trials(local_ray, tiny_cohort, checkpoints, tmp_path, capsys)
     assert (tmp_path / "cmp" / "runs.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_interrupted_study_resumes_to_the_planned_number_of_trials(local_ray, tiny_cohort, checkpoints, tmp_path,
+def test_interrupted_study_resumes_to_the_planned_number_of_trials(ray_address, tiny_cohort, tiny_trained, tmp_path,
                                                                    capsys):
     space = tmp_path / "space.yaml"
     space.write_text(SPACE.format(name="resumable"))
     work = tmp_path / "work"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    proc = subprocess.Popen([sys.executable, "-m", "uda3d", *_args(space, tiny_cohort, checkpoints, work)],
+    # the interrupted process joins the session's Ray (as on a cluster); the resume runs in this one
+    proc = subprocess.Popen([sys.executable, "-m", "uda3d", *_args(space, tiny_cohort, tiny_trained, work),
+                             "--address", ray_address],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     state = work / "ray_results" / "resumable"
@@ -141,7 +137,7 @@ def test_interrupted_study_resumes_to_the_planned_number_of_trials(local_ray, ti
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (work / "tune" / "resumable" / "summary.json").exists()
-    code = main([*_args(space, tiny_cohort, checkpoints, work), "--resume"])
+    code = main([*_args(space, tiny_cohort, tiny_trained, work), "--resume"])
     assert code == 0, capsys.readouterr().out
     summary = json.loads((work / "tune" / "resumable" / "summary.json").read_text())
     assert summary["trials"] == summary["planned"] == 4

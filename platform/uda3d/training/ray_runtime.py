@@ -18,6 +18,10 @@ from uda3d.errors import ConfigError
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+# How often Ray Train's controller polls its workers. Ray's 2 s default makes a worker that reports
+# checkpoints faster than that wait ~2 s per report (measured: 6 short epochs took 63 s instead of
+# 51 s); a local Ray on one machine can poll far more often at no visible cost.
+LOCAL_TRAIN_POLL_S = "0.2"
 
 
 def ensure_ray(address: str | None, train_cpus: float = 0.0) -> None:
@@ -41,6 +45,7 @@ def ensure_ray(address: str | None, train_cpus: float = 0.0) -> None:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:  # the dashboard of a local Ray listens on loopback only, whatever Ray's default becomes
+            os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", LOCAL_TRAIN_POLL_S)  # inherited by its workers
             ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(train_cpus) + 1), log_to_driver=True,
                      dashboard_host=LOOPBACK)
 
