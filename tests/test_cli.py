@@ -98,6 +98,17 @@ def test_debug_flag_shows_the_traceback(tmp_path):
         main(["--debug", "validate-data", str(tmp_path)])
 
 
+def test_demo_gives_its_one_worker_every_local_core_but_one_cpu_on_a_cluster():
+    import os
+
+    from uda3d.demo import demo_scaling
+
+    local = demo_scaling(None)
+    assert (local.num_workers, local.cpus_per_worker, local.address) == (1, float(os.cpu_count()), None)
+    remote = demo_scaling("ray://head:10001")
+    assert (remote.cpus_per_worker, remote.address) == (1.0, "ray://head:10001")
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage(local_ray, tmp_path, capsys):
     code = main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",

@@ -142,6 +142,28 @@ class Tracker:
             self._client.set_terminated(self.run_id, status=status)
 
 
+def finish_open_runs(config: TrackingConfig | None, run_ids: list[str], tags: Mapping[str, str]) -> list[str]:
+    """End the runs of ``run_ids`` that are still RUNNING as FINISHED, tagged with ``tags``.
+
+    A Tune scheduler stops a trial by ending its process, so the trial's own ``end()`` never runs:
+    without this, every early-stopped trial would show as RUNNING in MLflow forever. Returns the ids
+    it ended.
+    """
+    if config is None or not config.uri:
+        return []
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=config.uri)
+    ended = []
+    for run_id in run_ids:
+        if client.get_run(run_id).info.status == "RUNNING":
+            for key, value in tags.items():
+                client.set_tag(run_id, key, value)
+            client.set_terminated(run_id, status="FINISHED")
+            ended.append(run_id)
+    return ended
+
+
 
 def register_model(config: TrackingConfig, run_id: str, directory: str | Path, name: str, alias: str,
                    tags: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""``uda3d tune`` end to end on CPU: Optuna TPE proposes, ASHA stops early, MLflow nests the trials,
-the label-free best is registered and synthesizes, and an interrupted study resumes to its planned size."""
+"""``uda3d tune`` end to end on CPU, interrupted and resumed: Optuna TPE proposes, ASHA stops early, MLflow nests
+the trials, the label-free best is registered and synthesizes, and the study ends at its planned size."""
 
 from __future__ import annotations
 
@@ -44,7 +44,9 @@ def _args(space: Path, cohort: Path, trained, work: Path) -> list[str]:
             "--workdir", str(work), "--max-source-drop", "100", "--max-intensity-drift", "100", "--quiet"]
 
 
-def test_tune_four_trials(local_ray, tiny_cohort, tiny_trained, tmp_path, capsys):
+def test_tune_four_trials_interrupted_and_resumed(ray_address, tiny_cohort, tiny_trained, tmp_path, capsys):
+    """One study, interrupted after its first report and resumed: what a user gets after a pre-emption
+    must be what an uninterrupted study gives (TPE's proposals, ASHA's stop, one MLflow child per trial)."""
     import optuna
     from mlflow.artifacts import download_artifacts
     from mlflow.tracking import MlflowClient
@@ -52,11 +54,32 @@ def test_tune_four_trials(local_ray, tiny_cohort, tiny_trained, tmp_path, capsys
     space = tmp_path / "space.yaml"
     space.write_text(SPACE.format(name="probe"))
     work = tmp_path / "work"
-    code = main(_args(space, tiny_cohort, tiny_trained, work))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    # the interrupted process joins the session's Ray (as on a cluster); the resume runs in this one
+    proc = subprocess.Popen([sys.executable, "-m", "uda3d", *_args(space, tiny_cohort, tiny_trained, work),
+                             "--address", ray_address], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    state = work / "ray_results" / "probe"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:  # interrupt once the first trial has reported
+        if state.exists() and any(p.stat().st_size > 0 for p in state.glob("*/result.json")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (work / "tune" / "probe" / "summary.json").exists()
+
+    code = main([*_args(space, tiny_cohort, tiny_trained, work), "--resume"])
     out = capsys.readouterr().out
     assert code == 0, out
     summary = json.loads((work / "tune" / "probe" / "summary.json").read_text())
-    assert summary["trials"] == 4
+    assert summary["trials"] == summary["planned"] == 4
+    assert len({r["trial_id"] for r in summary["rows"]}) == 4
     # Optuna's seeded TPE proposed every config: replaying the trials' results, in the order they
     # finished, through TPESampler(seed 38, 2 random start-up trials) asks for exactly the same configs;
     # the last two come from TPE's model of the first results, not from its random start-up.
@@ -83,9 +106,15 @@ def test_tune_four_trials(local_ray, tiny_cohort, tiny_trained, tmp_path, capsys
     parent = [r for r in runs if r.info.run_name == "study-probe"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary["parent_run_id"]]
     assert len(parent) == 1 and parent[0].info.run_id == summary["parent_run_id"] and len(children) == 4
-    for child in children:
+    for child in children:  # the interrupted trial went on in its own run: no stale or duplicate child
+        assert child.info.status == "FINISHED"  # ASHA's stopped trial too, tagged as such
+        [row] = [r for r in summary["rows"] if r["trial_id"] == child.data.tags["trial_id"]]
+        stopped = row["epochs_run"] < 3
+        assert (child.data.tags.get("stopped_early") == "by the asha scheduler") == stopped, child.data.tags
         assert "adapt.lr" in child.data.params and "augmented_source_mae" in child.data.metrics
         assert "target_test_psnr" in child.data.metrics
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "augmented_source_mae")]
+        assert steps == sorted(set(steps)) and steps[0] == 1, steps  # every epoch once
     # the label-free best is the registered champion; it loads and synthesizes
     best = summary["best"]
     eligible = [r for r in summary["rows"] if r["guard_ok"]]
@@ -111,34 +140,3 @@ def test_tune_four_trials(local_ray, tiny_cohort, tiny_trained, tmp_path, capsys
     assert (tmp_path / "cmp" / "runs.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_interrupted_study_resumes_to_the_planned_number_of_trials(ray_address, tiny_cohort, tiny_trained, tmp_path,
-                                                                   capsys):
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE.format(name="resumable"))
-    work = tmp_path / "work"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    # the interrupted process joins the session's Ray (as on a cluster); the resume runs in this one
-    proc = subprocess.Popen([sys.executable, "-m", "uda3d", *_args(space, tiny_cohort, tiny_trained, work),
-                             "--address", ray_address],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    state = work / "ray_results" / "resumable"
-    deadline = time.time() + 240
-    # interrupt once the first trial has reported
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists() and any(p.stat().st_size > 0 for p in state.glob("*/result.json")):
-            break
-        time.sleep(1)
-    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert not (work / "tune" / "resumable" / "summary.json").exists()
-    code = main([*_args(space, tiny_cohort, tiny_trained, work), "--resume"])
-    assert code == 0, capsys.readouterr().out
-    summary = json.loads((work / "tune" / "resumable" / "summary.json").read_text())
-    assert summary["trials"] == summary["planned"] == 4
-    assert len({r["trial_id"] for r in summary["rows"]}) == 4

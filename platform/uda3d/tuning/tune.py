@@ -12,7 +12,8 @@ label-free metric among trials that never broke a guard; its adapted generator i
 MLflow Model Registry with the alias ``champion``. The report gives the Spearman correlation between
 the label-free ranking and the oracle so users can see whether to trust it. MLflow holds one parent
 run per study and one nested child run per trial. ``--resume`` continues an interrupted study with
-``Tuner.restore`` (finished trials are kept, unfinished ones resumed from their checkpoints).
+``Tuner.restore`` (finished trials are kept; unfinished ones go on from their last epoch's checkpoint,
+in the same MLflow child run).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
 
     from uda3d.adaptation.guards import EpochRecord, violation
     from uda3d.adaptation.selection import augmented_source_error, augmented_source_set
-    from uda3d.adaptation.trainer import AdaptTrainer, fit_adapt
+    from uda3d.adaptation.trainer import AdaptProgress, AdaptTrainer, fit_adapt
     from uda3d.compare.run import _trainer, load_data, score
     from uda3d.config import BackboneConfig, VAEConfig, from_dict
     from uda3d.data.slices import SliceConfig
@@ -85,6 +86,9 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     data.items["domain2_val"] = data.items["domain2_val"][: adapt.target_subjects]
     state = load_state(payload["backbone_checkpoint"])
     backbone = _trainer(from_dict(BackboneConfig, state["config"]), state)
+    restored = _restored_trial_state()  # a resumed study: this trial goes on from its last epoch
+    if restored is not None:
+        backbone.load_state_dict(restored)
     vae_state = load_state(payload["vae_checkpoint"])
     vae_config = from_dict(VAEConfig, vae_state["config"])
     vae = SliceVAE(int(vae_state["slice_size"]), vae_config.gf_dim, vae_config.latent_channels)
@@ -98,24 +102,25 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     tracker.start(f"trial-{context.get_trial_id()}", params={"adapt": asdict(adapt), "guards": payload["guards"],
                                                            "target_volumes": len(data.items["domain2_val"])},
                   tags={"mlflow.parentRunId": payload["parent_run_id"] or "", "stage": payload["stage"],
-                        "study": payload["study"], "trial_id": context.get_trial_id()})
-    start: dict[str, float] = {}
+                        "study": payload["study"], "trial_id": context.get_trial_id()},
+                  run_id=(restored or {}).get("mlflow_run_id") or None)  # resumed: the same child run
 
     def report(metrics: dict[str, float]) -> None:
         if metrics["epoch"] == 0:
-            start.update(metrics)
             tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=0)
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
         record = EpochRecord(epoch, metrics["source_val_psnr"], metrics["target_mean"], metrics["target_std"])
-        first = EpochRecord(0, start["source_val_psnr"], start["target_mean"], start["target_std"])
-        problem = violation(record, first, guards)
+        problem = violation(record, trainer.progress.start, guards)
         out = {**metrics, "augmented_source_mae": augmented_source_error(backbone.generator, selection),
                "guard_ok": 0.0 if problem else 1.0, "mlflow_run_id_set": 1.0}
         out["target_test_psnr"] = out.pop("eval_target_test_psnr")
-        tracker.log_metrics({k: v for k, v in out.items() if k not in ("epoch", "mlflow_run_id_set")}, step=epoch)
+        # "epoch" is logged too: a resumed trial's tracker skips the epochs its MLflow run already holds
+        tracker.log_metrics({k: v for k, v in out.items() if k != "mlflow_run_id_set"}, step=epoch)
         with tempfile.TemporaryDirectory() as tmp:
-            save_state(Path(tmp), {**backbone.state_dict(), "adapt": asdict(adapt), "epoch": epoch})
+            save_state(Path(tmp), {**backbone.state_dict(), "adapt": asdict(adapt), "epoch": epoch,
+                                   "adapt_progress": trainer.progress.to_state(),
+                                   "mlflow_run_id": tracker.run_id or ""})
             ray.tune.report({**out, "mlflow_run_id": tracker.run_id or ""},
                             checkpoint=ray.tune.Checkpoint.from_directory(tmp))
 
@@ -124,8 +129,22 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
 
     fit_adapt(trainer, lambda e: data.batches("domain1_train", adapt.seed * 1000 + e),
               lambda: data.batches("domain2_val"), lambda: data.batches("domain1_val"), references, guards,
-              report=report, evaluate=oracle, on_epoch_end=on_epoch_end)
+              report=report, evaluate=oracle, on_epoch_end=on_epoch_end,
+              resume=AdaptProgress.from_state(restored["adapt_progress"]) if restored is not None else None)
     tracker.end()
+
+
+def _restored_trial_state() -> dict[str, Any] | None:
+    """The state in this trial's last Tune checkpoint, when a resumed study restarts the trial."""
+    import ray.tune
+
+    from uda3d.training.checkpoint import load_state
+
+    checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return load_state(folder)
 
 
 def flat_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -256,7 +275,7 @@ def run_tune(run: TuneRun) -> dict[str, Any]:
     """Run (or resume) the study; writes ``WORKDIR/tune/NAME/{trials.csv,summary.json}`` and returns the summary."""
     from uda3d.compare.run import load_data
     from uda3d.metrics.summary import spearman
-    from uda3d.tracking import Tracker
+    from uda3d.tracking import Tracker, finish_open_runs
     from uda3d.training.ray_runtime import ensure_ray
 
     load_data(run.dataroot, run.preprocess, Path(run.workdir) / "cache", TUNE_SPLITS, ("domain2_val",), "tune")
@@ -268,14 +287,20 @@ def run_tune(run: TuneRun) -> dict[str, Any]:
         return {"study": run.space.name, "interrupted": True, "trials": results.num_terminated,
                 "planned": run.space.num_samples}
     rows = trial_rows(results, run.space)
+    planned_epochs = int(run.space.fixed.get("epochs", AdaptConfig().epochs))
+    # Runs a trial could not end itself: stopped by the scheduler, or cut by an interruption after its
+    # last report (a resumed study then has nothing left to run for it).
+    finish_open_runs(run.tracking, [r["mlflow_run_id"] for r in rows if r["mlflow_run_id"]
+                                    and r["epochs_run"] < planned_epochs],
+                     {"stopped_early": f"by the {run.space.scheduler} scheduler"})
+    finish_open_runs(run.tracking, [r["mlflow_run_id"] for r in rows if r["mlflow_run_id"]], {})
     best = choose_best(rows, run.space)
     registered = register_champion(run, best) if best else {}
     rho = spearman([r[run.space.metric] for r in rows], [r["target_test_psnr"] for r in rows])
     summary = {"study": run.space.name, "trials": len(rows), "planned": run.space.num_samples,
                "best": best, "registered_model": registered, "parent_run_id": parent_run_id,
                "spearman_label_free_vs_target_psnr": rho,
-               "stopped_early": sum(r["epochs_run"] < int(run.space.fixed.get("epochs", AdaptConfig().epochs))
-                                    for r in rows),
+               "stopped_early": sum(r["epochs_run"] < planned_epochs for r in rows),
                "rows": rows}
     _write(run, summary)
     tracker = Tracker(run.tracking)
