@@ -34,18 +34,19 @@ def cohort_copy(tiny_cohort, tmp_path) -> Path:
     return dst
 
 
-
 @pytest.fixture(scope="session")
 def local_ray():
     """One local Ray for every in-process test that runs a stage: started as the CLI starts it
-    (``ensure_ray``: loopback dashboard, a CPU more than two training workers take), stopped at the
-    end. Starting and stopping Ray costs 10-20 s a time on 2 cores; the stages themselves join a
-    running Ray, as they do inside a Ray job."""
+    (``ensure_ray``: loopback dashboard, a CPU more than the training workers take — the demo's one
+    worker takes every core), stopped at the end. Starting and stopping Ray costs 10-20 s a time on
+    2 cores; the stages themselves join a running Ray, as they do inside a Ray job."""
+    import os
+
     import ray
 
     from uda3d.training.ray_runtime import ensure_ray
 
-    ensure_ray(None, 2.0)
+    ensure_ray(None, float(max(os.cpu_count() or 1, 2)))
     yield
     ray.shutdown()
 

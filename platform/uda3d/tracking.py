@@ -142,8 +142,8 @@ class Tracker:
             self._client.set_terminated(self.run_id, status=status)
 
 
-def finish_open_runs(config: TrackingConfig | None, run_ids: list[str], tags: Mapping[str, str]) -> list[str]:
-    """End the runs of ``run_ids`` that are still RUNNING as FINISHED, tagged with ``tags``.
+def finish_open_runs(config: TrackingConfig | None, tags_by_run: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """End each run of ``tags_by_run`` that is still RUNNING as FINISHED, tagged with its tags.
 
     A Tune scheduler stops a trial by ending its process, so the trial's own ``end()`` never runs:
     without this, every early-stopped trial would show as RUNNING in MLflow forever. Returns the ids
@@ -155,14 +155,13 @@ def finish_open_runs(config: TrackingConfig | None, run_ids: list[str], tags: Ma
 
     client = MlflowClient(tracking_uri=config.uri)
     ended = []
-    for run_id in run_ids:
+    for run_id, tags in tags_by_run.items():
         if client.get_run(run_id).info.status == "RUNNING":
             for key, value in tags.items():
                 client.set_tag(run_id, key, value)
             client.set_terminated(run_id, status="FINISHED")
             ended.append(run_id)
     return ended
-
 
 
 def register_model(config: TrackingConfig, run_id: str, directory: str | Path, name: str, alias: str,

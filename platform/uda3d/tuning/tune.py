@@ -290,10 +290,9 @@ def run_tune(run: TuneRun) -> dict[str, Any]:
     planned_epochs = int(run.space.fixed.get("epochs", AdaptConfig().epochs))
     # Runs a trial could not end itself: stopped by the scheduler, or cut by an interruption after its
     # last report (a resumed study then has nothing left to run for it).
-    finish_open_runs(run.tracking, [r["mlflow_run_id"] for r in rows if r["mlflow_run_id"]
-                                    and r["epochs_run"] < planned_epochs],
-                     {"stopped_early": f"by the {run.space.scheduler} scheduler"})
-    finish_open_runs(run.tracking, [r["mlflow_run_id"] for r in rows if r["mlflow_run_id"]], {})
+    stopped = {"stopped_early": f"by the {run.space.scheduler} scheduler"}
+    finish_open_runs(run.tracking, {r["mlflow_run_id"]: stopped if r["epochs_run"] < planned_epochs else {}
+                                    for r in rows if r["mlflow_run_id"]})
     best = choose_best(rows, run.space)
     registered = register_champion(run, best) if best else {}
     rho = spearman([r[run.space.metric] for r in rows], [r["target_test_psnr"] for r in rows])
