@@ -6,7 +6,8 @@ latent comparison between different subjects relies on it. Each synthetic subjec
 MNI152 GM/WM/brain-mask maps (nilearn 0.14, no download) seen through a *small* random transform:
 a global scale near the size of an individual brain, a few degrees of rotation, a few mm of shift
 and a smooth residual displacement. CSF is the brain mask minus GM and WM (the templates have no
-CSF map). Resampling uses scipy's ``map_coordinates``.
+CSF map). Resampling uses scipy's ``map_coordinates``. An atrophic population (``population.py``)
+draws a smaller brain and lets CSF spread into the tissue next to it (scipy's ``gaussian_filter``).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], control: int 
 
 def subject_tissue_maps(
     rng: np.random.Generator, shape: tuple[int, int, int], affine: np.ndarray,
-    deformation_mm: float = 2.0,
+    deformation_mm: float = 2.0, brain_scale: tuple[float, float] = (0.86, 0.94),
+    atrophy: tuple[float, float] = (0.0, 0.0),
 ) -> TissueMaps:
     """Resample the MNI152 tissue maps through a small random subject transform.
 
@@ -86,6 +88,9 @@ def subject_tissue_maps(
         shape: output grid shape.
         affine: output voxel-to-world affine (``grid_affine``).
         deformation_mm: std of the smooth residual displacement.
+        brain_scale: range of the global brain scale against MNI152.
+        atrophy: range of the atrophy strength (``widen_csf``); (0, 0) draws nothing, so typical
+            subjects are the same for a seed as before atrophy existed.
     """
     from scipy.ndimage import map_coordinates
 
@@ -93,7 +98,7 @@ def subject_tissue_maps(
     resolution = 1 if spacing.min() < 1.5 else 2
     gm_t, wm_t, mask_t, affine_t = mni_templates(resolution)
 
-    scale = rng.uniform(0.86, 0.94) * rng.uniform(0.98, 1.02, size=3)  # individual brain vs MNI
+    scale = rng.uniform(*brain_scale) * rng.uniform(0.98, 1.02, size=3)  # individual brain vs MNI
     rotation = _rotation(np.deg2rad(rng.uniform(-3.0, 3.0, size=3)))
     shift = rng.uniform(-3.0, 3.0, size=3)
     disp = np.stack([smooth_field(rng, shape) for _ in range(3)]) * deformation_mm
@@ -114,4 +119,30 @@ def subject_tissue_maps(
     gm = sample(gm_t)
     wm = np.minimum(sample(wm_t), np.clip(brain - gm, 0.0, 1.0))
     csf = np.clip(brain - gm - wm, 0.0, 1.0)
-    return TissueMaps(gm=gm, wm=wm, csf=csf, brain=brain)
+    maps = TissueMaps(gm=gm, wm=wm, csf=csf, brain=brain)
+    if atrophy[1] > 0:
+        maps = widen_csf(rng, maps, spacing, rng.uniform(*atrophy))
+    return maps
+
+
+def widen_csf(rng: np.random.Generator, tissues: TissueMaps, spacing_mm: np.ndarray, strength: float,
+              reach_mm: float = 6.0) -> TissueMaps:
+    """Atrophy: CSF spreads into the GM/WM next to it (wider sulci and ventricles).
+
+    The new CSF fraction is the old one plus ``strength`` times a blurred copy of it (reach
+    ``reach_mm``), modulated by a smooth field so atrophy is patchy; GM and WM shrink by the same
+    factor where CSF grew, so gm + wm + csf == brain still holds and the brain outline stays put
+    (its shrinking is the global scale's job).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    near_csf = gaussian_filter(tissues.csf, reach_mm / np.asarray(spacing_mm, dtype=np.float64), mode="constant")
+    patchy = np.clip(1.0 + 0.3 * smooth_field(rng, tissues.brain.shape), 0.0, None)
+    tissue = tissues.gm + tissues.wm
+    target_csf = np.clip(tissues.csf + strength * patchy * near_csf, tissues.csf, tissues.brain)
+    keep = np.clip(np.divide(tissues.brain - target_csf, tissue, out=np.zeros_like(tissue), where=tissue > 0),
+                   0.0, 1.0)
+    gm = (tissues.gm * keep).astype(np.float32)
+    wm = (tissues.wm * keep).astype(np.float32)
+    csf = np.clip(tissues.brain - gm - wm, 0.0, 1.0).astype(np.float32)
+    return TissueMaps(gm=gm, wm=wm, csf=csf, brain=tissues.brain)

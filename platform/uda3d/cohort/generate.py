@@ -2,10 +2,10 @@
 
 Layout (as the method's loaders expect, METHOD.md section 1):
 ``OUT/domain{k}_{train,val,test}/<SUBJECT>/<SUBJECT>_{flair,t1,t1ce,t2,seg}.nii.gz`` for the k-th
-site, plus ``OUT/cohort.json`` (config, protocols, splits). Intensities are stored as int16 and the
-labels as uint8, like BraTS. The whole root is built in a temporary folder and renamed into place,
-so an interrupted run leaves nothing behind. Subjects depend only on (seed, site, index), so the
-cohort is bit-identical for a seed whatever else changes.
+site, plus ``OUT/cohort.json`` (config, protocols with each site's population, splits). Intensities
+are stored as int16 and the labels as uint8, like BraTS. The whole root is built in a temporary
+folder and renamed into place, so an interrupted run leaves nothing behind. Subjects depend only on
+(seed, site, index), so the cohort is bit-identical for a seed whatever else changes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from uda3d.cohort.anatomy import grid_affine, subject_tissue_maps
+from uda3d.cohort.anatomy import TissueMaps, grid_affine, subject_tissue_maps
+from uda3d.cohort.population import POPULATIONS
 from uda3d.cohort.render import render_modalities
 from uda3d.cohort.signal import TISSUES
 from uda3d.cohort.sites import MODALITIES, SITES, get_site
@@ -77,14 +78,24 @@ def subject_rng(seed: int, site: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(site.encode()), index]))
 
 
+def subject_anatomy(rng: np.random.Generator, shape: tuple[int, int, int],
+                    population: str = "typical") -> tuple[TissueMaps, np.ndarray]:
+    """One subject's tissue maps and lesion labels, drawn from its site's population."""
+    pop = POPULATIONS[population]
+    affine = grid_affine(shape)
+    spacing = np.abs(np.diag(affine)[:3])
+    tissues = subject_tissue_maps(rng, shape, affine, brain_scale=pop.brain_scale, atrophy=pop.atrophy)
+    labels = tumour_labels(rng, tissues, spacing, lesions=pop.lesions, radius_mm=pop.radius_mm)
+    return tissues, labels
+
+
 def render_subject(config: CohortConfig, site: str, index: int) -> dict[str, np.ndarray]:
     """All four modalities and the label map of one subject (arrays on the cohort grid)."""
     rng = subject_rng(config.seed, site, index)
-    affine = grid_affine(config.shape)
-    spacing = np.abs(np.diag(affine)[:3])
-    tissues = subject_tissue_maps(rng, config.shape, affine)
-    labels = tumour_labels(rng, tissues, spacing)
-    volumes = render_modalities(rng, tissues, labels, get_site(site), spacing)
+    protocol = get_site(site)
+    spacing = np.abs(np.diag(grid_affine(config.shape))[:3])
+    tissues, labels = subject_anatomy(rng, config.shape, protocol.population)
+    volumes = render_modalities(rng, tissues, labels, protocol, spacing)
     volumes["seg"] = labels
     return volumes
 

@@ -4,13 +4,16 @@ A site is a scanner + protocol: sequence timings for each modality, and the acqu
 that make real multi-site MRI differ (a smooth bias field, Rician noise, thick-slice blur, the
 stored intensity scale). The shift between sites sits mainly in the inputs (FLAIR, T2): the T1
 protocol is the same everywhere, so a FLAIR+T2 -> T1 model trained on one site degrades on another
-because its inputs changed, which is the domain-adaptation problem the platform addresses.
+because its inputs changed, which is the domain-adaptation problem the platform addresses. One
+site (``site-a-atrophy``) instead keeps site-a's protocol and changes its population (anatomy and
+pathology, ``uda3d.cohort.population``), the other kind of shift a real target site brings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from uda3d.cohort.population import POPULATIONS
 from uda3d.errors import ConfigError
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
@@ -44,13 +47,22 @@ class Effects:
 
 @dataclass(frozen=True)
 class SiteProtocol:
-    """Everything that distinguishes one synthetic site."""
+    """Everything that distinguishes one synthetic site: its protocol and who it scans.
+
+    ``population`` names the subjects' anatomy and pathology (``uda3d.cohort.population``), so two
+    sites can share a protocol exactly and differ only in their patients.
+    """
 
     name: str
     sequences: dict[str, Sequence]
     effects: dict[str, Effects]
     scale: float = 1000.0
     tag: str = field(default="")
+    population: str = "typical"
+
+    def __post_init__(self) -> None:
+        if self.population not in POPULATIONS:
+            raise ConfigError("population", f"expected one of {sorted(POPULATIONS)}, got {self.population!r}")
 
 
 _T1 = Sequence(tr=500.0, te=10.0)
@@ -85,6 +97,9 @@ SITES: dict[str, SiteProtocol] = {
                  "flair": Effects(bias=0.18, noise=0.035, blur_mm=4.0, blur_axis=1)},
     ),
 }
+# Site A's protocol exactly, in an older population: atrophied brains and larger, multifocal
+# tumours. The shift from site-a is then anatomy and pathology only, never the acquisition.
+SITES["site-a-atrophy"] = replace(SITES["site-a"], name="site-a-atrophy", tag="D", population="atrophic")
 
 
 def get_site(name: str) -> SiteProtocol:
