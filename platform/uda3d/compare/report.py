@@ -1,6 +1,8 @@
-"""Writing the comparison: CSV and Markdown tables and a PNG bar chart with seed error bars.
+"""Writing the comparison: CSV and Markdown tables and a two-panel PNG of gains over the control.
 
-matplotlib draws the chart (the project's figure library); files are written atomically.
+matplotlib draws the chart (the project's figure library, through ``uda3d.viz.save_figure``); files
+are written atomically. The Markdown headline is the gain over ``source_ft`` with its subject-level
+95% CI and Wilcoxon p, because that is the comparison that separates a method from extra training.
 """
 
 from __future__ import annotations
@@ -10,35 +12,55 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from uda3d.compare.table import BASELINE, CONTROL, REFERENCES, ROW_KEYS
 from uda3d.io.atomic import atomic_file
 from uda3d.io.tables import write_csv as write_table
 from uda3d.viz import save_figure
 
-COLUMNS = ("method", "seeds", "target_psnr", "target_psnr_std", "target_ssim", "target_mae", "gain_db", "gap_share",
-           "gap_share_std", "source_psnr", "source_kept_db", "wilcoxon_p", "pairs", "beats_spread", "label_free",
-           "note")
+COLUMNS = ROW_KEYS
+
+HEADLINE = f"**gain vs {CONTROL} (dB) [95% CI]**"
 
 
 def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    return write_table(path, rows, COLUMNS)
+    """Every row key: ``COLUMNS`` first, then any extra (the ``signal_<name>`` columns) in first-seen order."""
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in COLUMNS]
+    return write_table(path, rows, [*COLUMNS, *extra])
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
-    return str(value)
+def _fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2g}"
+
+
+def _ci(row: Mapping[str, Any], metric: str, digits: int) -> str:
+    low, high = row.get(f"ci_low_{metric}_vs_control", math.nan), row.get(f"ci_high_{metric}_vs_control", math.nan)
+    return "" if math.isnan(low) or math.isnan(high) else f" [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The table people read: target PSNR mean +- seed std, gap share, source kept, p-value, signal."""
-    lines = ["| method | target PSNR (dB) | gain (dB) | gap share | source PSNR kept (dB) | Wilcoxon p | "
-             "beats spread | aug. source-val MAE |",
-             "|---|---|---|---|---|---|---|---|"]
+    """The table people read: one line per method, the gain over the control (with CI and p) as headline."""
+    lines = [f"| method | target PSNR (dB) +- seed sd | gain vs {BASELINE} (dB) | {HEADLINE} | p (subjects) | "
+             f"SSIM | SSIM gain vs {CONTROL} | whole-vol PSNR gain vs {CONTROL} (dB) | "
+             f"whole-vol SSIM gain vs {CONTROL} | source kept (dB) | source-val PSNR (dB) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {_fmt(r['target_psnr'])} +- {_fmt(r['target_psnr_std'])} | "
-                     f"{_fmt(r['gain_db'], 2)} | {_fmt(r['gap_share'])} +- {_fmt(r['gap_share_std'])} | "
-                     f"{_fmt(r['source_kept_db'])} | {_fmt(r['wilcoxon_p'], 3)} | "
-                     f"{'yes' if r['beats_spread'] else 'no'} | {_fmt(r['label_free'], 4)} |")
+        lines.append(
+            f"| {r['method']} | {_fmt(r['target_psnr'])} +- {_fmt(r['target_psnr_seed_std'])} | "
+            f"{_fmt(r['gain_psnr_vs_none'], signed=True)} | "
+            f"{_fmt(r['gain_psnr_vs_control'], signed=True)}{_ci(r, 'psnr', 2)} | "
+            f"{_p(r['p_psnr_vs_control'])} | {_fmt(r['target_ssim'], 4)} | "
+            f"{_fmt(r['gain_ssim_vs_control'], 4, signed=True)} | "
+            f"{_fmt(r['gain_psnr_method_vs_control'], signed=True)} | "
+            f"{_fmt(r['gain_ssim_method_vs_control'], 4, signed=True)} | {_fmt(r['source_kept_db'], signed=True)} | "
+            f"{_fmt(r['source_val_psnr'])} | {r['verdict']} |")
     return "\n".join(lines)
 
 
@@ -51,28 +73,42 @@ def write_markdown(path: str | Path, rows: Sequence[Mapping[str, Any]], header: 
 
 
 def bar_chart(path: str | Path, rows: Sequence[Mapping[str, Any]], title: str) -> Path:
-    """Target-test PSNR per method with its seed std as error bars; the two bounds as lines."""
+    """Two panels, gain in PSNR (dB) and in SSIM over the control, bootstrap 95% CIs as error bars.
+
+    Falls back to gains over no adaptation (no CI) when the control is absent. Horizontal bars keep long
+    method names readable; the figure is drawn large with large fonts so it stays legible shrunk to a
+    paper column.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    has_control = any(math.isfinite(r.get("gain_psnr_vs_control", math.nan)) for r in rows)
+    ref, suffix = (CONTROL, "control") if has_control else (BASELINE, "none")
     names = [r["method"] for r in rows]
-    means = [r["target_psnr"] for r in rows]
-    stds = [r["target_psnr_std"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(rows) + 2), 4.2))
-    colors = ["#888888" if n in ("no_adaptation", "supervised") else "#3b78c2" for n in names]
-    ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colors)
-    for name, style in (("no_adaptation", "--"), ("supervised", ":")):
-        ref = next((r["target_psnr"] for r in rows if r["method"] == name), None)
-        if ref is not None:
-            ax.axhline(ref, color="black", linestyle=style, linewidth=1, label=name)
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
-    low = min(m - s for m, s in zip(means, stds))
-    high = max(m + s for m, s in zip(means, stds))
-    ax.set_ylim(low - 0.5, high + 0.5)
-    ax.set_ylabel("target-test PSNR inside the brain (dB)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path, title)
+    colors = ["#9a9a9a" if n in REFERENCES else "#2f6db5" for n in names]
+    fig, axes = plt.subplots(1, 2, sharey=True, figsize=(12.0, 0.45 * len(rows) + 2.2))
+    for ax, metric, unit in ((axes[0], "psnr", " (dB)"), (axes[1], "ssim", "")):
+        gains = [_nan_to(r.get(f"gain_{metric}_vs_{suffix}", math.nan), 0.0) for r in rows]
+        lows = [_nan_to(r.get(f"ci_low_{metric}_vs_{suffix}", math.nan), g) for g, r in zip(gains, rows)]
+        highs = [_nan_to(r.get(f"ci_high_{metric}_vs_{suffix}", math.nan), g) for g, r in zip(gains, rows)]
+        errors = [[max(0.0, g - lo) for g, lo in zip(gains, lows)], [max(0.0, hi - g) for g, hi in zip(gains, highs)]]
+        ax.barh(range(len(rows)), gains, xerr=errors, capsize=4, color=colors, error_kw={"linewidth": 1.2})
+        ax.axvline(0.0, color="black", linewidth=1)
+        ax.set_xlabel(f"{metric.upper()} gain over {ref}{unit}", fontsize=13)
+        ax.tick_params(labelsize=12)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(rows)))
+    axes[0].set_yticklabels(names, fontsize=12)
+    axes[0].invert_yaxis()
+    note = ", 95% bootstrap CI over subjects" if has_control else f" (no {CONTROL} run: no CI)"
+    axes[0].set_title(f"brain PSNR{note}", fontsize=12)
+    axes[1].set_title(f"brain SSIM{note}", fontsize=12)
+    if title:
+        fig.suptitle(title, fontsize=14)
+    return save_figure(fig, path)
+
+
+def _nan_to(value: float, default: float) -> float:
+    return default if math.isnan(value) else float(value)
