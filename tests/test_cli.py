@@ -120,13 +120,13 @@ def test_demo_runs_every_stage(local_ray, tmp_path, capsys):
     for step in ("[1/5] cohort", "[2/5] validate-data", "[3/5] preprocess", "[4/5] pipeline", "[5/5] tune"):
         assert step in out
     assert re.search(r"load time: [\d.]+ s decoding, [\d.]+ s from cache", out)
-    for method in ("no_adaptation", "uda", "method_kl", "supervised"):
+    for method in ("no_adaptation", "source_ft", "uda", "method_kl", "supervised"):
         assert re.search(rf"  {method} +\d+\.\d+ +[-\d.]+ +\d\.\d+", out), method
     assert "uda (label-free choice): " in out and "method_kl guard: " in out
     assert "Spearman(KL objective, target PSNR)" in out
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["split"] == "domain2_test"
-    for method in ("no_adaptation", "uda", "method_kl", "supervised"):
+    for method in ("no_adaptation", "source_ft", "uda", "method_kl", "supervised"):
         assert {"psnr", "ssim", "mae"} <= set(report[method])
     assert "kept_epoch" in report["method_kl"]["guard"]
     selection = report["uda"]["selection"]
@@ -137,8 +137,9 @@ def test_demo_runs_every_stage(local_ray, tmp_path, capsys):
     assert selection["chosen"] == chosen["name"]
     runs = {"no_adaptation": "backbone", "robust": "robust", "robust+harmoniser": "robust+harmoniser"}
     assert report["uda"]["checkpoint"] == report["runs"][runs[chosen["name"]]]["checkpoint"]
-    assert set(report["wilcoxon"]) == {"uda_vs_no_adaptation", "method_kl_vs_no_adaptation",
-                                       "supervised_vs_no_adaptation"}
+    assert set(report["wilcoxon"]) == {"source_ft_vs_no_adaptation", "uda_vs_no_adaptation",
+                                       "method_kl_vs_no_adaptation", "supervised_vs_no_adaptation",
+                                       "uda_vs_source_ft", "method_kl_vs_source_ft", "supervised_vs_source_ft"}
     assert (tmp_path / "demo" / "per_subject.csv").is_file() and (tmp_path / "demo" / "comparison.png").is_file()
     assert (tmp_path / "demo" / "mlflow.db").is_file()
     # the closing tuning run: 2 trials, nested under one study run, and where to look

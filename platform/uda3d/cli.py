@@ -290,23 +290,28 @@ def cmd_compare_methods(args: argparse.Namespace) -> int:
     from uda3d.compare.config import CompareConfig
     from uda3d.compare.report import markdown_table
     from uda3d.compare.run import compare_methods
-    from uda3d.config import AdaptConfig, BackboneConfig, HarmoniserConfig, VAEConfig
+    from uda3d.config import AdaptConfig, BackboneConfig, SelfTrainConfig, TTTConfig, VAEConfig
 
     config = CompareConfig(
         dataroot=str(args.dataroot), workdir=str(args.workdir), seeds=args.seeds,
+        extra_dataroots=tuple(str(p) for p in args.extra_dataroots),
         backbone=BackboneConfig(ngf=args.ngf, ndf=args.ngf, lr=args.backbone_lr, epochs=args.backbone_epochs,
                                 epochs_decay=args.backbone_epochs_decay),
-        finetune_epochs=args.finetune_epochs, checkpoint_every=args.checkpoint_every,
-        supervised_epochs=args.supervised_epochs,
+        finetune_epochs=args.finetune_epochs, supervised_epochs=args.supervised_epochs,
+        methods=tuple(args.methods),
         vae=VAEConfig(latent_channels=args.latent_channels, lr=args.vae_lr, epochs=args.vae_epochs),
         slice_size=args.slice_size, adapt=AdaptConfig(lr=args.adapt_lr, epochs=args.adapt_epochs),
-        harmoniser=HarmoniserConfig(steps=args.harmoniser_steps), preprocess=_preprocess_config(args),
-        tracking=_tracking(args), progress=not args.quiet)
+        ttt=TTTConfig(epochs=args.ttt_epochs, subject_steps=args.ttt_subject_steps),
+        self_train=SelfTrainConfig(epochs=args.self_train_epochs),
+        selection_signal=args.selection_signal, signal_usable=args.signal_usable,
+        preprocess=_preprocess_config(args), tracking=_tracking(args), progress=not args.quiet)
     report = compare_methods(config)
-    print(markdown_table(report["rows"]))
-    for name, signal in report["signals"].items():
-        print(f"Spearman({name}, target PSNR) across checkpoints: {signal['mean_spearman']:.2f}")
-    print(f"table: {report['files']['markdown']}; figure: {report['files']['figure']}")
+    for name, site in report["sites"].items():
+        print(f"target site {name}:")
+        print(markdown_table(site["rows"]))
+        for signal, s in site["signals"].items():
+            print(f"Spearman({signal}, target PSNR) across candidates: {s['rho_oriented']:+.2f} (n={s['n']})")
+    print(f"tables and figures: {Path(args.workdir)}/<site>/comparison.{{md,csv,png}}")
     return 0
 
 
@@ -455,12 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Stage defaults come from the config dataclasses (cheap imports), so the CLI cannot drift from them.
     from uda3d.adaptation.guards import GuardConfig
     from uda3d.compare.config import CompareConfig
-    from uda3d.config import AdaptConfig, BackboneConfig, HarmoniserConfig, VAEConfig
+    from uda3d.config import AdaptConfig, BackboneConfig, VAEConfig
     from uda3d.pipeline import PipelineConfig
     from uda3d.tuning.study import STUDIES
 
     _BACKBONE, _VAE, _ADAPT, _GUARDS = BackboneConfig(), VAEConfig(), AdaptConfig(), GuardConfig()
-    _COMPARE, _HARMONISER = CompareConfig(dataroot="", workdir=""), HarmoniserConfig()
+    _COMPARE = CompareConfig(dataroot="", workdir="")
     _PIPELINE = PipelineConfig(dataroot="", workdir="")
     parser = _Parser(prog="uda3d", description="Unsupervised domain adaptation of 3D MRI synthesis "
                                                "(FLAIR + T2 -> T1) on Ray.")
@@ -615,10 +620,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scaling_options(p)
 
     p = add("compare-methods", cmd_compare_methods,
-            "every adaptation method and baseline on the same splits and seeds: table (CSV, Markdown), bar chart")
+            "every adaptation method against the budget-matched control source_ft, subjects as the unit: "
+            "tables (CSV, Markdown) and figures per target site")
     p.add_argument("--dataroot", type=Path, required=True)
+    p.add_argument("--extra-dataroots", type=Path, nargs="*", default=[],
+                   help="more target sites sharing --dataroot's source splits (same seed and source site)")
     p.add_argument("--workdir", type=Path, default=Path("uda3d-compare"))
     p.add_argument("--seeds", type=_positive_int, default=3)
+    p.add_argument("--methods", nargs="+", default=list(_COMPARE.methods),
+                   help="candidates besides no_adaptation, source_ft and supervised")
+    p.add_argument("--selection-signal", default=_COMPARE.selection_signal)
+    p.add_argument("--signal-usable", action="store_true",
+                   help="the signal reached Spearman >= 0.6 on a development cohort (else uda = the fallback)")
     p.add_argument("--experiment", default="uda3d")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--no-tracking", action="store_true")
@@ -628,7 +641,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backbone-epochs", type=_non_negative_int, default=_BACKBONE.epochs)
     g.add_argument("--backbone-epochs-decay", type=_non_negative_int, default=_BACKBONE.epochs_decay)
     g.add_argument("--finetune-epochs", type=_positive_int, default=_COMPARE.finetune_epochs)
-    g.add_argument("--checkpoint-every", type=_positive_int, default=_COMPARE.checkpoint_every)
     g.add_argument("--supervised-epochs", type=_positive_int, default=_COMPARE.supervised_epochs)
     g.add_argument("--slice-size", type=_positive_int, default=256)
     g.add_argument("--latent-channels", type=_positive_int, default=_VAE.latent_channels)
@@ -636,7 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vae-epochs", type=_positive_int, default=_VAE.epochs)
     g.add_argument("--adapt-lr", type=float, default=_ADAPT.lr)
     g.add_argument("--adapt-epochs", type=_positive_int, default=_ADAPT.epochs)
-    g.add_argument("--harmoniser-steps", type=_positive_int, default=_HARMONISER.steps)
+    g.add_argument("--ttt-epochs", type=_positive_int, default=_COMPARE.ttt.epochs)
+    g.add_argument("--ttt-subject-steps", type=_non_negative_int, default=_COMPARE.ttt.subject_steps)
+    g.add_argument("--self-train-epochs", type=_positive_int, default=_COMPARE.self_train.epochs)
     _add_preprocess_options(p)
 
     def add_trial_options(p: argparse.ArgumentParser) -> None:

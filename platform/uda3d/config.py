@@ -180,6 +180,51 @@ class RobustAugmentConfig:
             raise ConfigError("robust augmentation", "histogram_points >= 4 and remap_knots 0 or >= 2 expected")
 
 
+@dataclasses.dataclass(frozen=True)
+class SpatialAugmentConfig:
+    """Strengths of the spatial augmentation applied alike to inputs and T1 (``uda3d.data.spatial_augment``).
+
+    Small rotations, scalings and shifts (and optionally an elastic warp) mimic head position and
+    anatomy varying between subjects and sites, which the method's rot90/flips do not cover.
+
+    Attributes:
+        probability: chance that a volume is warped at all.
+        rotate_deg: rotation about each axis drawn from U(-rotate_deg, rotate_deg) degrees.
+        scale: zoom drawn from U(1 - scale, 1 + scale) per axis.
+        translate_vox: shift drawn from U(-translate_vox, translate_vox) voxels per axis.
+        elastic: add a smooth elastic warp (MONAI ``Rand3DElasticd``).
+        elastic_sigma_low, elastic_sigma_high: smoothness (voxels) of the elastic displacement field.
+        elastic_magnitude_low, elastic_magnitude_high: its magnitude range (voxels).
+    """
+
+    probability: float = 0.5
+    rotate_deg: float = 10.0
+    scale: float = 0.1
+    translate_vox: float = 3.0
+    elastic: bool = False
+    elastic_sigma_low: float = 5.0
+    elastic_sigma_high: float = 8.0
+    elastic_magnitude_low: float = 1.0
+    elastic_magnitude_high: float = 3.0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not 0 <= self.probability <= 1:
+            raise ConfigError("probability", f"expected 0 <= p <= 1, got {self.probability}")
+        if not 0 <= self.rotate_deg <= 180:
+            raise ConfigError("rotate_deg", f"expected 0 <= rotate_deg <= 180, got {self.rotate_deg}")
+        if not 0 <= self.scale < 1:
+            raise ConfigError("scale", f"expected 0 <= scale < 1, got {self.scale}")
+        if self.translate_vox < 0:
+            raise ConfigError("translate_vox", f"expected >= 0, got {self.translate_vox}")
+        if not 0 < self.elastic_sigma_low <= self.elastic_sigma_high:
+            raise ConfigError("elastic_sigma", "expected 0 < elastic_sigma_low <= elastic_sigma_high, got "
+                              f"{self.elastic_sigma_low}, {self.elastic_sigma_high}")
+        if not 0 <= self.elastic_magnitude_low <= self.elastic_magnitude_high:
+            raise ConfigError("elastic_magnitude", "expected 0 <= elastic_magnitude_low <= elastic_magnitude_high, "
+                              f"got {self.elastic_magnitude_low}, {self.elastic_magnitude_high}")
+
+
 GENERATORS = ("sit", "unet")
 
 
@@ -200,6 +245,10 @@ class BackboneConfig:
         robust_augment: robust source training: random bias field, contrast, histogram shift, one-axis
             blur, noise and monotone remapping of the inputs (``uda3d.data.robust_augment``).
         robust: the strengths of that augmentation.
+        spatial_augment: random rotation, scaling and shift (optionally an elastic warp) applied with one
+            draw to inputs and T1 target alike, before any intensity augmentation
+            (``uda3d.data.spatial_augment``).
+        spatial: the strengths of that augmentation.
         seed: seeds weights, data order and augmentation.
     """
 
@@ -218,6 +267,8 @@ class BackboneConfig:
     augment: bool = True
     robust_augment: bool = False
     robust: RobustAugmentConfig = dataclasses.field(default_factory=RobustAugmentConfig)
+    spatial_augment: bool = False
+    spatial: SpatialAugmentConfig = dataclasses.field(default_factory=SpatialAugmentConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -379,3 +430,100 @@ class HarmoniserConfig:
             raise ConfigError("harmoniser lr", f"expected 0 < lr < 10, got {self.lr}")
         if self.seed < 0:
             raise ConfigError("harmoniser seed", f"expected a non-negative integer, got {self.seed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfTrainConfig:
+    """Uncertainty-masked self-training on unlabeled target volumes (``uda3d.adaptation.self_training``).
+
+    Attributes:
+        views: teacher predictions averaged per target volume (flips + intensity augmentation; the first is plain).
+        keep_fraction: fraction of brain voxels, lowest teacher variance first, the student is trained on.
+        include_background: also train on voxels outside the brain (T1 is 0 there; the teacher is sure).
+        epochs: passes over the target volumes per round.
+        lr: the generator's Adam learning rate while self-training (restored afterwards).
+        weight: weight of the masked L1 to the pseudo-T1.
+        rounds: teacher refreshes; each round copies the current generator as the new teacher.
+        student_augment: augment the student's input intensities with ``view_intensity`` (weak teacher, strong student).
+        view_intensity: the robust intensity augmentation of teacher views (probability 0 turns it off).
+        seed: flips, augmentation and nothing else.
+    """
+
+    views: int = 4
+    keep_fraction: float = 0.5
+    include_background: bool = True
+    epochs: int = 5
+    lr: float = 2e-4
+    weight: float = 100.0            # as the backbone's lambda_l1: the anchor step carries 100 x L1 too
+    rounds: int = 1
+    student_augment: bool = True
+    view_intensity: RobustAugmentConfig = dataclasses.field(default_factory=RobustAugmentConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("views", "epochs", "rounds"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"expected a positive integer, got {getattr(self, name)}")
+        if not 0 < self.keep_fraction <= 1:
+            raise ConfigError("keep_fraction", f"expected 0 < keep_fraction <= 1, got {self.keep_fraction}")
+        if not 0 < self.lr < 1:
+            raise ConfigError("lr", f"expected 0 < lr < 1, got {self.lr}")
+        if self.weight < 0:
+            raise ConfigError("weight", f"expected >= 0, got {self.weight}")
+        if self.seed < 0:
+            raise ConfigError("seed", f"expected a non-negative integer, got {self.seed}")
+
+
+TTT_SCOPES = ("encoder", "first")
+
+
+@dataclasses.dataclass(frozen=True)
+class TTTConfig:
+    """Test-time training with cross-contrast self-supervision (``uda3d.adaptation.ttt``).
+
+    Attributes:
+        aux_weight: weight of the auxiliary reconstruction loss in the joint source training (the
+            T1 L1 term carries ``lambda_l1`` = 100, so 50 gives both tasks a similar pull).
+        drop_probability: chance that one whole modality is zeroed (to be predicted from the other).
+        mask_ratio: share of ``patch``^3 cubes zeroed in both modalities.
+        patch: edge of those cubes, voxels.
+        scope: which parameters TTT changes: the shared ``encoder`` or only its ``first`` level.
+        lr: Adam learning rate of the site-level TTT step.
+        epochs: site-level passes over the unlabeled target volumes.
+        source_step: take the supervised source step beside each target step (the anchor).
+        subject_steps, subject_lr: steps and learning rate of per-subject TTT on one volume.
+        seed: the damage drawn during TTT.
+    """
+
+    aux_weight: float = 50.0
+    drop_probability: float = 0.5
+    mask_ratio: float = 0.3
+    patch: int = 8
+    scope: str = "encoder"
+    lr: float = 1e-4
+    epochs: int = 4
+    source_step: bool = True
+    subject_steps: int = 10
+    subject_lr: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.aux_weight < 0:
+            raise ConfigError("aux_weight", f"expected >= 0, got {self.aux_weight}")
+        if not 0 <= self.drop_probability <= 1 or not 0 <= self.mask_ratio < 1:
+            raise ConfigError("ttt damage", "expected 0 <= drop_probability <= 1 and 0 <= mask_ratio < 1")
+        if self.drop_probability == 0 and self.mask_ratio == 0:
+            raise ConfigError("ttt damage", "drop_probability and mask_ratio are both 0: nothing to reconstruct")
+        if self.patch < 1:
+            raise ConfigError("patch", f"expected a positive integer, got {self.patch}")
+        if self.scope not in TTT_SCOPES:
+            raise ConfigError("scope", f"expected one of {list(TTT_SCOPES)}, got {self.scope!r}")
+        for name in ("lr", "subject_lr"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(name, f"expected 0 < {name} < 1, got {getattr(self, name)}")
+        if self.epochs < 1 or self.subject_steps < 0:
+            raise ConfigError("ttt epochs", "expected epochs >= 1 and subject_steps >= 0")
+        if self.seed < 0:
+            raise ConfigError("seed", f"expected a non-negative integer, got {self.seed}")

@@ -1,6 +1,7 @@
 """``uda3d pipeline``: every stage on a BraTS-layout root, ending in one honest report.
 
-backbone (domain1) -> robust fine-tune of it (random input-intensity augmentation, domain1) ->
+backbone (domain1) -> robust fine-tune of it (random input-intensity augmentation, domain1) and the
+budget-matched control ``source_ft`` (the same fine-tune without it: the gain of extra training alone) ->
 slice store + slice VAE (domain1 T1) -> the method's latent-KL adaptation on domain2_val under the
 guards -> supervised fine-tuning on labelled domain2_train (the upper bound, which needs target T1)
 -> label-free choice of the ``uda`` model -> evaluation of no adaptation / uda / the method's KL
@@ -33,7 +34,8 @@ from uda3d.io.atomic import atomic_file
 from uda3d.tracking import TrackingConfig
 
 REQUIRED_SPLITS = ("domain1_train", "domain1_val", "domain2_val", "domain2_test")
-METHODS = ("no_adaptation", "uda", "method_kl", "supervised")
+METHODS = ("no_adaptation", "source_ft", "uda", "method_kl", "supervised")
+BASELINE, CONTROL = "no_adaptation", "source_ft"
 REPORT = "report.json"
 
 
@@ -91,6 +93,11 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     print(f"  robust fine-tune: {config.robust_epochs} epochs of random input-intensity augmentation on domain1_train")
     robust = run_backbone(BackboneRun(dataroot=config.dataroot, backbone=robust_config, preprocess=config.preprocess,
                                       run_name="robust", init_checkpoint=backbone.checkpoint, **common))
+    print(f"  source_ft control: the same {config.robust_epochs}-epoch fine-tune without robust augmentation")
+    source_ft = run_backbone(BackboneRun(dataroot=config.dataroot,
+                                         backbone=dataclasses.replace(robust_config, robust_augment=False),
+                                         preprocess=config.preprocess, run_name="source_ft",
+                                         init_checkpoint=backbone.checkpoint, **common))
     print(f"  slices + VAE: {config.slice_size}^2 slices of domain1 T1")
     store = workdir / "slices"
     write_slice_store(config.dataroot, ("domain1_train", "domain1_val"), store, config.preprocess,
@@ -114,8 +121,8 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     candidates = {"no_adaptation": backbone.checkpoint, "robust": robust.checkpoint, "robust+harmoniser": harmonised}
     selection = select_uda(candidates, config)
     chosen = candidates[selection["chosen"]]
-    models = {"no_adaptation": backbone.checkpoint, "uda": chosen, "method_kl": adapted.checkpoint,
-              "supervised": supervised.checkpoint}
+    models = {"no_adaptation": backbone.checkpoint, "source_ft": source_ft.checkpoint, "uda": chosen,
+              "method_kl": adapted.checkpoint, "supervised": supervised.checkpoint}
     report = evaluate_methods(models, config.dataroot, "domain2_test", config.preprocess, workdir)
     report["uda"]["selection"] = selection
     report["method_kl"]["guard"] = adapted.decision
@@ -124,6 +131,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     report["adaptation_history"] = adapted.history
     report["runs"] = {"backbone": {"checkpoint": backbone.checkpoint, "mlflow_run_id": backbone.mlflow_run_id},
                       "robust": {"checkpoint": robust.checkpoint, "mlflow_run_id": robust.mlflow_run_id},
+                      "source_ft": {"checkpoint": source_ft.checkpoint, "mlflow_run_id": source_ft.mlflow_run_id},
                       "robust+harmoniser": {"checkpoint": harmonised, "mlflow_run_id": robust.mlflow_run_id},
                       "vae": {"checkpoint": vae.checkpoint, "mlflow_run_id": vae.mlflow_run_id},
                       "adapt": {"checkpoint": adapted.checkpoint, "mlflow_run_id": adapted.mlflow_run_id},
@@ -191,12 +199,12 @@ def evaluate_methods(models: dict[str, str], dataroot: str | Path, split: str, p
         report[name] = {k: summary[k]["mean"] for k in ("psnr", "ssim", "mae") if k in summary}
         report[name]["summary"] = summary
         report[name]["checkpoint"] = models[name]
-    baseline = "no_adaptation"
     report["wilcoxon"] = {
-        f"{name}_vs_{baseline}": {k: paired_wilcoxon({s: m[k] for s, m in per_subject[name].items()},
-                                                     {s: m[k] for s, m in per_subject[baseline].items()})
-                                  for k in ("psnr", "ssim", "mae")}
-        for name in per_subject if name != baseline}
+        f"{name}_vs_{reference}": {k: paired_wilcoxon({s: m[k] for s, m in per_subject[name].items()},
+                                                      {s: m[k] for s, m in per_subject[reference].items()})
+                                   for k in ("psnr", "ssim", "mae")}
+        for reference in (BASELINE, CONTROL) if reference in per_subject
+        for name in per_subject if name not in (BASELINE, reference)}
     csv_path = write_per_subject_csv(workdir / "per_subject.csv", per_subject)
     figure = comparison_figure(workdir / "comparison.png", dataroot, split, generators, preprocess, workdir / "cache")
     report["files"] = {"per_subject_csv": str(csv_path), "figure": str(figure)}
@@ -207,7 +215,7 @@ def format_table(report: dict[str, Any]) -> str:
     """The before/after table the demo and the pipeline print."""
     lines = [f"{report['split']}: mean over subjects (inside the brain, data range 1)",
              f"  {'method':<16}{'PSNR (dB)':>10}{'SSIM':>8}{'MAE':>8}"]
-    for name in METHODS:
+    for name in (n for n in METHODS if n in report):
         m = report[name]
         lines.append(f"  {name:<16}{m['psnr']:>10.2f}{m.get('ssim', float('nan')):>8.3f}{m['mae']:>8.3f}")
     for name, tests in report["wilcoxon"].items():

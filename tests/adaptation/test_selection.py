@@ -61,3 +61,19 @@ def test_choose_model_takes_the_lowest_signal_within_the_source_guard():
     assert choose_model(scores[:1] + [CandidateScore("worse", 0.2, 20.5)], "plain", 0.5)[0] == "plain"
     with pytest.raises(ValueError):
         choose_model(scores, "missing", 0.5)
+
+
+def test_kspace_perturbation_is_held_out_reproducible_and_keeps_the_background():
+    from uda3d.adaptation.selection import kspace_perturb, kspace_source_set
+
+    x = torch.zeros(2, 24, 24, 24)
+    x[:, 4:20, 4:20, 4:20] = torch.rand(2, 16, 16, 16) * 0.9 + 0.1
+    a = kspace_perturb(x, torch.Generator().manual_seed(0))
+    b = kspace_perturb(x, torch.Generator().manual_seed(0))
+    c = kspace_perturb(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert float((a - x).abs().mean()) > 0.01                 # it changes the image
+    assert float(a[:, :4].abs().max()) == 0.0                  # background stays zero
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0      # rescaled into [0, 1] inside the brain
+    items = [{"input": x, "target": x[:1], "mask": (x[:1] > 0)}]
+    assert len(kspace_source_set(items, copies=3).inputs) == 3

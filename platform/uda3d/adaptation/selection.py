@@ -30,19 +30,61 @@ class AugmentedSet:
     masks: tuple[torch.Tensor, ...]
 
 
-def augmented_source_set(items: Sequence[dict], copies: int = 2, seed: int = 12345,
-                         config: RobustAugmentConfig = RobustAugmentConfig(probability=1.0)) -> AugmentedSet:
-    """``copies`` augmented versions of each labelled item (``input``/``target``/``mask``), reproducibly."""
+def perturbed_source_set(items: Sequence[dict], perturb, copies: int = 2, seed: int = 12345) -> AugmentedSet:
+    """``copies`` perturbed versions of each labelled item (``input``/``target``/``mask``), reproducibly.
+
+    ``perturb(input, generator)`` changes one (C, D, H, W) input; the T1 and mask are kept.
+    """
     if copies < 1:
         raise ValueError(f"expected copies >= 1, got {copies}")
     rng = torch.Generator().manual_seed(seed)
     inputs, targets, masks = [], [], []
     for item in items:
         for _ in range(copies):
-            inputs.append(robust_augment(item["input"], rng, config))
+            inputs.append(perturb(item["input"], rng))
             targets.append(item["target"][0])
             masks.append(item["mask"][0])
     return AugmentedSet(tuple(inputs), tuple(targets), tuple(masks))
+
+
+def augmented_source_set(items: Sequence[dict], copies: int = 2, seed: int = 12345,
+                         config: RobustAugmentConfig = RobustAugmentConfig(probability=1.0)) -> AugmentedSet:
+    """Source-val items under the robust-augmentation family (the original signal)."""
+    return perturbed_source_set(items, lambda x, rng: robust_augment(x, rng, config), copies, seed)
+
+
+def kspace_perturb(inputs: torch.Tensor, generator: torch.Generator, gibbs_alpha: tuple[float, float] = (0.5, 0.8),
+                   spike_intensity: tuple[float, float] = (9.0, 11.0)) -> torch.Tensor:
+    """A k-space artefact of a (C, D, H, W) input: Gibbs ringing plus a k-space spike, per channel.
+
+    A perturbation family *held out* from every candidate's training (robust source training
+    randomises bias, contrast, histogram, blur, noise and monotone curves; the standard augmentation
+    flips and jitters), so an error measured under it does not reward a candidate for having trained
+    on it. MONAI's ``RandGibbsNoise`` and ``RandKSpaceSpikeNoise`` make the artefacts; each channel is
+    then min-max rescaled inside the brain and zeroed outside, as preprocessing does.
+    """
+    import numpy as np
+    from monai.transforms import RandGibbsNoise, RandKSpaceSpikeNoise
+
+    from uda3d.data.robust_augment import _rescale_in_mask
+
+    mask = (inputs > 0).any(dim=0)
+    rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+    out = []
+    for c in range(inputs.shape[0]):
+        x = inputs[c:c + 1].float()
+        for t in (RandGibbsNoise(prob=1.0, alpha=gibbs_alpha),
+                  RandKSpaceSpikeNoise(prob=1.0, intensity_range=spike_intensity)):
+            t.set_random_state(seed=int(rng.integers(2**31 - 1)))
+            y = t(x)
+            x = (y.as_tensor() if hasattr(y, "as_tensor") else torch.as_tensor(y)).float()
+        out.append(_rescale_in_mask(x[0], mask))
+    return torch.stack(out).to(inputs.dtype)
+
+
+def kspace_source_set(items: Sequence[dict], copies: int = 2, seed: int = 54321) -> AugmentedSet:
+    """``copies`` k-space-perturbed versions of each labelled item (the held-out perturbation family)."""
+    return perturbed_source_set(items, kspace_perturb, copies, seed)
 
 
 @torch.no_grad()

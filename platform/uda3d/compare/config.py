@@ -5,28 +5,71 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from uda3d.adaptation.guards import GuardConfig
-from uda3d.config import AdaptConfig, BackboneConfig, HarmoniserConfig, PreprocessConfig, VAEConfig
+from uda3d.config import AdaptConfig, BackboneConfig, PreprocessConfig, SelfTrainConfig, TTTConfig, VAEConfig
 from uda3d.errors import ConfigError
 from uda3d.tracking import TrackingConfig
+
+# Every candidate the comparison can train, with the perturbation families it trains on (a selection
+# signal built from one of these may not judge it: ``uda3d.compare.signals``).
+CANDIDATES: dict[str, frozenset[str]] = {
+    "no_adaptation": frozenset({"standard"}),
+    "source_ft": frozenset({"standard"}),
+    "robust": frozenset({"standard", "intensity"}),
+    "robust_spatial": frozenset({"standard", "intensity", "spatial"}),
+    "ttt_joint": frozenset({"standard", "cross_contrast"}),
+    "ttt_site": frozenset({"standard", "cross_contrast"}),
+    "ttt_subject": frozenset({"standard", "cross_contrast"}),
+    "ttt_site+subject": frozenset({"standard", "cross_contrast"}),
+    "self_train": frozenset({"standard", "intensity"}),
+    "kl": frozenset({"standard"}),
+}
+REFERENCE_METHODS = ("no_adaptation", "source_ft", "supervised")
+DEFAULT_METHODS = ("robust", "robust_spatial", "ttt_joint", "ttt_site", "ttt_subject", "ttt_site+subject",
+                   "self_train", "kl")
+# Label-free selection signals: (name, perturbation families it is built from, lower is better).
+SIGNALS = (("kspace_source_mae", frozenset({"kspace"}), True),
+           ("aug_source_mae", frozenset({"intensity"}), True),
+           ("source_val_psnr", frozenset(), False),
+           ("held_out_aux_loss", frozenset(), True))
+# The rule ``uda`` follows when the chosen signal did not reach Spearman 0.6 across candidates on the
+# development cohort: a fixed method, the one that beat source_ft there (benchmarks/results/).
+FALLBACK_METHOD = "robust_spatial"
 
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """What to compare, with which budgets (the benchmark passes the demo's small networks)."""
+    """What to compare, with which budgets (the benchmark passes the demo's small networks).
+
+    Attributes:
+        dataroot: the BraTS-layout root (domain1 source, domain2 target, both with T1 for scoring).
+        extra_dataroots: more target sites sharing ``dataroot``'s source splits (same subjects): the
+            source-side models are trained once and adapted to each target.
+        finetune_epochs: source epochs every source-side candidate gets on top of the backbone; the
+            control ``source_ft`` gets these plus the source steps the adaptations take beside theirs.
+        methods: candidates besides the references (``CANDIDATES``).
+        selection_signal: the label-free signal ``uda`` is picked by; ``fallback`` when it is unusable.
+        signal_usable: whether that signal reached Spearman >= 0.6 across candidates on the
+            development cohort (set from the development run; False uses ``fallback_method``).
+    """
 
     dataroot: str
     workdir: str
+    extra_dataroots: tuple[str, ...] = ()
     seeds: int = 3
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     finetune_epochs: int = 20
     finetune_lr_factor: float = 0.5          # fine-tune lr = backbone lr x this
-    checkpoint_every: int = 5
     supervised_epochs: int = 20
+    methods: tuple[str, ...] = DEFAULT_METHODS
     vae: VAEConfig = field(default_factory=VAEConfig)
     slice_size: int = 256
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    harmoniser: HarmoniserConfig = field(default_factory=HarmoniserConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
+    self_train: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     guards: GuardConfig = field(default_factory=lambda: GuardConfig(max_source_drop=0.5))
+    selection_signal: str = "kspace_source_mae"
+    signal_usable: bool = False
+    fallback_method: str = FALLBACK_METHOD
     selection_copies: int = 2
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=None))
@@ -35,5 +78,15 @@ class CompareConfig:
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise ConfigError("--seeds", f"expected a positive integer, got {self.seeds}")
-        if self.finetune_epochs < 1 or self.checkpoint_every < 1 or self.supervised_epochs < 1:
-            raise ConfigError("epochs", "fine-tune, checkpoint and supervised epochs must be positive")
+        if self.finetune_epochs < 1 or self.supervised_epochs < 1:
+            raise ConfigError("epochs", "fine-tune and supervised epochs must be positive")
+        unknown = [m for m in self.methods if m not in CANDIDATES or m in REFERENCE_METHODS]
+        if unknown:
+            raise ConfigError("--methods", f"unknown method {unknown[0]!r}; expected some of "
+                                           f"{[m for m in CANDIDATES if m not in REFERENCE_METHODS]}")
+        if self.selection_signal not in {name for name, _, _ in SIGNALS}:
+            raise ConfigError("--selection-signal", f"expected one of {[n for n, _, _ in SIGNALS]}, "
+                                                    f"got {self.selection_signal!r}")
+        if self.fallback_method not in CANDIDATES:
+            raise ConfigError("--fallback-method", f"expected one of {sorted(CANDIDATES)}, got "
+                                                   f"{self.fallback_method!r}")

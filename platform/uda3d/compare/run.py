@@ -1,22 +1,29 @@
-"""``uda3d compare-methods``: every adaptation method and baseline on the same splits and seeds.
+"""``uda3d compare-methods``: every adaptation method against a budget-matched control, subjects as the unit.
 
 Per seed, in one process (the comparison is many short fits; Ray Train's per-launch start-up would
 dominate them, and the same library trainers are used either way):
 
-1. ``plain``: the backbone trained from scratch on ``domain1_train`` (the no-adaptation model);
-2. ``robust``: ``plain`` fine-tuned on the source with robust input augmentation (METHOD.md section 8),
-   and ``plain_ft``, the same fine-tune without it (the control that separates augmentation from
-   extra training); each fine-tune keeps the checkpoint with the lowest *augmented source-val MAE*
-   among those whose source-val PSNR stays within ``max_source_drop`` of ``plain`` (label-free);
-3. ``supervised``: ``plain`` fine-tuned on labelled ``domain2_train`` (the upper bound; needs target T1);
-4. on top of ``plain`` and of ``robust``: histogram matching of the inputs to the source, AdaBN,
-   the method's latent-KL adaptation (one source subject per target volume), the population-prior
-   variant, and the sliced-Wasserstein input harmoniser; adaptation uses ``domain2_val`` inputs only.
+1. ``no_adaptation``: the backbone trained from scratch on ``domain1_train``.
+2. Source-side candidates, each fine-tuned from it for ``finetune_epochs`` (same lr, schedule and
+   checkpoint rule: the last epoch): ``robust`` (random input-intensity augmentation),
+   ``robust_spatial`` (plus spatial augmentation of inputs and T1 alike), ``ttt_joint`` (the backbone
+   grows an auxiliary input-reconstruction head trained jointly, ``uda3d.adaptation.ttt``).
+3. ``source_ft``, the **control**: the same fine-tune with the standard augmentation only and no
+   target data, for ``finetune_epochs`` plus as many epochs as the source steps the target-side
+   methods take beside their own, so it has trained at least as much as any candidate.
+4. Per target site (``dataroot`` and each of ``extra_dataroots``, sharing the source splits):
+   ``ttt_site`` (site-level TTT on ``domain2_train`` inputs, epoch chosen by the auxiliary loss on
+   the held-back ``domain2_val`` inputs), ``ttt_subject`` and ``ttt_site+subject`` (per-subject TTT
+   before each volume is synthesized), ``self_train`` (uncertainty-masked self-training of
+   ``robust`` on ``domain2_train`` inputs), ``kl`` (the method's latent-KL adaptation), and the
+   ``supervised`` bound (fine-tuned on labelled ``domain2_train``).
 
-Every model is scored on ``domain2_test`` (target) and ``domain1_test`` (source, to show what is
-kept). Target T1 is used for the supervised bound, for scoring and for the oracle traces that give
-each label-free signal's Spearman correlation with target PSNR — never to train or select.
-The label-free pick (lowest augmented source-val MAE among the guarded candidates) is reported per seed.
+Every model is scored per subject on ``domain2_test`` (target) and ``domain1_test`` (source).
+Target-side methods get target batches *without* their T1 (``Data.unlabelled``), so they cannot
+read it; target T1 serves only the supervised bound, the scores and the oracle columns that tell
+how well each label-free signal ranks candidates (``uda3d.compare.signals``). ``uda`` is the
+label-free pick per seed: the lowest ``selection_signal`` within the source guard when the signal was
+validated on the development cohort, else the documented ``fallback_method``.
 """
 
 from __future__ import annotations
@@ -26,20 +33,23 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from uda3d.adaptation.guards import GuardConfig
-from uda3d.compare.config import CompareConfig
-from uda3d.compare.table import BASELINE, UPPER, MethodResult, summarise_methods
+from uda3d.compare.config import CANDIDATES, SIGNALS, CompareConfig
+from uda3d.compare.table import BASELINE, CONTROL, UPPER, MethodResult, summarise_methods
 from uda3d.config import AdaptConfig, BackboneConfig, PreprocessConfig, VAEConfig
 from uda3d.data.layout import discover
 from uda3d.errors import DataError
 
 SPLITS = ("domain1_train", "domain1_val", "domain1_test", "domain2_train", "domain2_val", "domain2_test")
+SOURCE_SPLITS = ("domain1_train", "domain1_val", "domain1_test")
+UDA = "uda"
+REFERENCE = (BASELINE, CONTROL)
 
 
 @dataclass
@@ -54,6 +64,10 @@ class Data:
             return [{k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()} for item in data]
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(shuffle_seed)).tolist()
         return [{k: (v[None] if torch.is_tensor(v) else [v]) for k, v in data[i].items()} for i in order]
+
+    def unlabelled(self, split: str) -> list[dict]:
+        """Batches of ``split`` without T1: what a target-side method may see."""
+        return [{k: v for k, v in b.items() if k != "target"} for b in self.batches(split)]
 
     def inputs(self, split: str) -> list[torch.Tensor]:
         return [item["input"] for item in self.items[split]]
@@ -78,15 +92,15 @@ def load_data(dataroot: str, preprocess: PreprocessConfig, cache_dir: Path, spli
 
 
 @torch.no_grad()
-def score(generator: torch.nn.Module, items: list[dict]) -> tuple[dict[str, float], dict[str, float]]:
-    """(mean metrics, per-subject PSNR) of ``generator`` on labelled items, inside the brain."""
+def score(generator: torch.nn.Module, items: list[dict]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(mean metrics, per-subject metrics) of ``generator`` on labelled items: brain and whole volume."""
     from uda3d.metrics.image import mean_metrics, volume_metrics
 
     per = {}
     for item in items:
         fake = generator(item["input"][None])[0, 0].float()
         per[item["id"]] = volume_metrics(fake, item["target"][0], item["mask"][0])
-    return mean_metrics(per.values()), {k: v["psnr"] for k, v in per.items()}
+    return mean_metrics(per.values()), per
 
 
 def _trainer(config: BackboneConfig, init: dict | None = None):
@@ -100,42 +114,18 @@ def _trainer(config: BackboneConfig, init: dict | None = None):
 
 
 def fine_tune(data: Data, start: dict, config: BackboneConfig, split: str, epochs: int, lr: float,
-              robust: bool, selection, guards: GuardConfig, progress: bool) -> tuple[Any, list[dict[str, float]]]:
-    """Fine-tune ``start`` on ``split``; returns (trainer holding the selected checkpoint, checkpoint trace).
+              progress: bool, trainer_factory: Callable[[BackboneConfig, dict], Any] = _trainer, **changes: Any):
+    """Fine-tune ``start`` on labelled ``split`` for ``epochs`` at constant ``lr``; keeps the last epoch.
 
-    With ``selection`` (an ``AugmentedSet``), checkpoints every ``checkpoint_every`` epochs are scored
-    by augmented source-val MAE and source-val PSNR; the kept one is the lowest-MAE checkpoint
-    within the source guard (the starting model if none is). The trace also holds oracle target
-    PSNRs filled in by the caller.
+    One rule for every source-side candidate and the control, so only the ingredient differs.
     """
-    from uda3d.adaptation.selection import augmented_source_error
     from uda3d.training.pix2pix import fit_backbone
 
-    cfg = dataclasses.replace(config, epochs=epochs, epochs_decay=0, lr=lr, robust_augment=robust)
-    trainer = _trainer(cfg, start)
-    trace: list[dict[str, Any]] = []
-
-    def checkpoint(t, metrics: dict[str, float]) -> None:
-        if selection is None or (t.epoch % selection["every"] and t.epoch != cfg.total_epochs):
-            return
-        trace.append({"epoch": t.epoch, "label_free": augmented_source_error(t.generator, selection["set"]),
-                      "source_val_psnr": t.evaluate(data.batches("domain1_val"))["psnr"],
-                      "state": copy.deepcopy(t.generator.state_dict())})
-
-    if selection is not None:
-        trace.append({"epoch": 0, "label_free": augmented_source_error(trainer.generator, selection["set"]),
-                      "source_val_psnr": trainer.evaluate(data.batches("domain1_val"))["psnr"],
-                      "state": copy.deepcopy(trainer.generator.state_dict())})
+    cfg = dataclasses.replace(config, epochs=epochs, epochs_decay=0, lr=lr, **changes)
+    trainer = trainer_factory(cfg, start)
     fit_backbone(trainer, lambda e: data.batches(split, cfg.seed * 1000 + e), None, lambda m: None,
-                 on_epoch_end=checkpoint, progress=progress)
-    if selection is not None:
-        start_psnr = trace[0]["source_val_psnr"]
-        allowed = [c for c in trace if start_psnr - c["source_val_psnr"] <= guards.max_source_drop]
-        kept = min(allowed, key=lambda c: c["label_free"])
-        trainer.generator.load_state_dict(kept["state"])
-        for c in trace:
-            c["kept"] = c is kept
-    return trainer, trace
+                 progress=progress)
+    return trainer
 
 
 def train_vae_in_process(data: Data, config: VAEConfig, slice_size: int):
@@ -151,7 +141,7 @@ def train_vae_in_process(data: Data, config: VAEConfig, slice_size: int):
 
 
 def adapt_latent(data: Data, base_state: dict, base_config: BackboneConfig, vae, slice_config, adapt: AdaptConfig,
-                 guards: GuardConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
+                 guards, target_split: str = "domain2_train") -> tuple[torch.nn.Module, dict[str, Any]]:
     """The method's adaptation (or a prior variant) from ``base_state``; returns (generator, trace)."""
     from uda3d.adaptation.trainer import AdaptTrainer, fit_adapt
 
@@ -164,131 +154,241 @@ def adapt_latent(data: Data, base_state: dict, base_config: BackboneConfig, vae,
         return {"target_test_psnr": score(backbone.generator, data.items["domain2_test"])[0]["psnr"]}
 
     result = fit_adapt(trainer, lambda e: data.batches("domain1_train", adapt.seed * 1000 + e),
-                       lambda: data.batches("domain2_val"), lambda: data.batches("domain1_val"), references,
+                       lambda: data.unlabelled(target_split), lambda: data.batches("domain1_val"), references,
                        guards, report=history.append, evaluate=oracle)
     return backbone.generator, {"history": history, "kept_epoch": result.decision.kept_epoch,
                                 "reason": result.decision.reason}
 
 
+def control_epochs(config: CompareConfig, n_source: int, n_target: int) -> int:
+    """Epochs of ``source_ft``: the candidates' fine-tune plus the source steps target-side methods add.
+
+    Site-level TTT and self-training each take one supervised source step per target volume and epoch;
+    the control gets the larger of those step counts, rounded up to whole source epochs.
+    """
+    extra_steps = 0
+    if {"ttt_site", "ttt_site+subject"} & set(config.methods) and config.ttt.source_step:
+        extra_steps = max(extra_steps, config.ttt.epochs * n_target)
+    if "self_train" in config.methods:
+        extra_steps = max(extra_steps, config.self_train.epochs * config.self_train.rounds * n_target)
+    if "kl" in config.methods and config.adapt.source_step:
+        extra_steps = max(extra_steps, config.adapt.epochs * n_target)
+    return config.finetune_epochs + math.ceil(extra_steps / max(n_source, 1))
+
+
+def load_sites(config: CompareConfig) -> dict[str, Data]:
+    """Each target site's data, keyed by its root's folder name; every root must share the source splits."""
+    cache = Path(config.workdir) / "cache"
+    roots = (config.dataroot, *config.extra_dataroots)
+    sites = {}
+    for root in roots:
+        name = Path(root).resolve().name
+        if name in sites:
+            raise DataError(root, f"two target roots share the folder name {name!r}; rename one")
+        sites[name] = load_data(root, config.preprocess, cache)
+    first = next(iter(sites.values()))
+    for name, data in sites.items():
+        for split in SOURCE_SPLITS:
+            ids = [it["id"] for it in data.items[split]]
+            if ids != [it["id"] for it in first.items[split]] or any(
+                    not torch.equal(a["input"], b["input"]) for a, b in zip(data.items[split], first.items[split])):
+                raise DataError(Path(roots[list(sites).index(name)]) / split,
+                                f"differs from {Path(config.dataroot) / split}: --extra-dataroots must share the "
+                                "source splits (generate them with the same seed and source site)")
+    return sites
+
+
+class _Scorer:
+    """Scores models and computes their label-free signals; collects ``MethodResult``s and signal records."""
+
+    def __init__(self, config: CompareConfig, source: Data) -> None:
+        from uda3d.adaptation.selection import augmented_source_set, kspace_source_set
+
+        self.config = config
+        self.source = source
+        self.sets = {"aug_source_mae": augmented_source_set(source.items["domain1_val"], config.selection_copies),
+                     "kspace_source_mae": kspace_source_set(source.items["domain1_val"], config.selection_copies)}
+        self.results: dict[str, list[MethodResult]] = {}
+        self.signal_records: list[dict[str, Any]] = []
+
+    def signals(self, generator: torch.nn.Module, site: Data | None, cheap: bool) -> dict[str, float]:
+        from uda3d.adaptation.selection import augmented_source_error
+        from uda3d.adaptation.ttt import held_out_auxiliary_loss
+        from uda3d.models.ttt import TTTGenerator
+
+        out = {"source_val_psnr": score(generator, self.source.items["domain1_val"])[0]["psnr"]}
+        if cheap:
+            out.update({name: augmented_source_error(generator, s) for name, s in self.sets.items()})
+        if site is not None and isinstance(generator, TTTGenerator):
+            out["held_out_aux_loss"] = held_out_auxiliary_loss(generator, site.unlabelled("domain2_val"),
+                                                               self.config.ttt)
+        return out
+
+    def record(self, site_name: str, site: Data, method: str, seed: int, generator: torch.nn.Module,
+               note: str = "", per_subject: bool = False) -> MethodResult:
+        """Score ``generator`` on target-test and source-test subjects (per-subject TTT: no source signals)."""
+        target = score(generator, site.items["domain2_test"])[1]
+        source = score(generator, self.source.items["domain1_test"])[1]
+        signals = self.signals(generator, site, cheap=not per_subject)
+        result = MethodResult(method, seed, target, source, signals["source_val_psnr"], signals, note)
+        self.results.setdefault(site_name, []).append(result)
+        oracle = sum(m["psnr"] for m in target.values()) / len(target)
+        if method not in (UPPER,):
+            self.signal_records.append({"site": site_name, "method": method, "seed": seed, "oracle_psnr": oracle,
+                                        **signals})
+        print(f"    [{site_name}] {method:<18} target {oracle:6.2f} dB  source "
+              f"{sum(m['psnr'] for m in source.values()) / len(source):6.2f} dB"
+              + "".join(f"  {k} {v:.4g}" for k, v in signals.items()) + (f"  ({note})" if note else ""), flush=True)
+        return result
+
+
 def compare_methods(config: CompareConfig) -> dict[str, Any]:
-    """Run the comparison; writes ``WORKDIR/comparison.{csv,md,png,json}`` and returns the report."""
-    from uda3d.adaptation.input_maps import (
-        HistogramMatch,
-        InputMapped,
-        fit_harmoniser,
-        pooled_source_quantiles,
-        reestimate_norm_statistics,
-    )
-    from uda3d.adaptation.selection import (
-        CandidateScore,
-        augmented_source_error,
-        augmented_source_set,
-        choose_model,
-    )
-    from uda3d.metrics.summary import spearman
+    """Run the comparison; writes ``WORKDIR/<site>/comparison.{csv,md,png,json}`` and returns the report."""
+    from uda3d.adaptation.self_training import self_train
+    from uda3d.adaptation.ttt import JointTrainer, PerSubjectTTT, adapt_site
     from uda3d.training.pix2pix import fit_backbone
 
     workdir = Path(config.workdir)
     started = time.perf_counter()
-    data = load_data(config.dataroot, config.preprocess, workdir / "cache")
-    selection_set = augmented_source_set(data.items["domain1_val"], copies=config.selection_copies)
-    reference_quantiles = pooled_source_quantiles(data.inputs("domain1_train"))
-    results: list[MethodResult] = []
+    sites = load_sites(config)
+    source = next(iter(sites.values()))
+    n_source, n_target = len(source.items["domain1_train"]), len(source.items["domain2_train"])
+    ft_epochs = control_epochs(config, n_source, n_target)
+    scorer = _Scorer(config, source)
     traces: list[dict[str, Any]] = []
-    picks: list[dict[str, Any]] = []
+    methods = set(config.methods)
 
-    def record(method: str, seed: int, generator: torch.nn.Module, note: str = "") -> MethodResult:
-        target, per_subject = score(generator, data.items["domain2_test"])
-        source, _ = score(generator, data.items["domain1_test"])
-        source_val, _ = score(generator, data.items["domain1_val"])
-        result = MethodResult(method, seed, target, source, per_subject,
-                              augmented_source_error(generator, selection_set), source_val["psnr"], note)
-        results.append(result)
-        print(f"    {method:<28} target {target['psnr']:6.2f} dB  source {source['psnr']:6.2f} dB  "
-              f"aug-source MAE {result.label_free:.4f}{'  (' + note + ')' if note else ''}")
-        return result
+    def joint_factory(cfg: BackboneConfig, start: dict) -> JointTrainer:
+        trainer = JointTrainer(cfg, config.ttt, torch.device("cpu"), init=start["generator"])
+        trainer.discriminator.load_state_dict(start["discriminator"])
+        return trainer
 
     for seed in range(config.seeds):
-        print(f"  seed {seed}: plain backbone ({config.backbone.total_epochs} epochs)")
         backbone_config = dataclasses.replace(config.backbone, seed=seed)
+        lr = backbone_config.lr * config.finetune_lr_factor
+        print(f"  seed {seed}: backbone ({backbone_config.total_epochs} epochs)", flush=True)
         plain = _trainer(backbone_config)
-        fit_backbone(plain, lambda e: data.batches("domain1_train", seed * 1000 + e), None, lambda m: None,
+        fit_backbone(plain, lambda e: source.batches("domain1_train", seed * 1000 + e), None, lambda m: None,
                      progress=config.progress)
         plain_state = copy.deepcopy(plain.state_dict())
-        record(BASELINE, seed, plain.generator)
-        lr = backbone_config.lr * config.finetune_lr_factor
-        bases = {"plain": (plain_state, plain.generator)}
-        selection = {"set": selection_set, "every": config.checkpoint_every}
-        for name, robust in (("robust", True), ("plain_ft", False)):
-            print(f"  seed {seed}: {name} fine-tune ({config.finetune_epochs} epochs, lr {lr:g})")
-            tuned, trace = fine_tune(data, plain_state, backbone_config, "domain1_train", config.finetune_epochs, lr,
-                                     robust, selection, config.guards, config.progress)
-            for c in trace:  # oracle, for the signal's Spearman only
-                generator = _trainer(backbone_config).generator
-                generator.load_state_dict(c.pop("state"))
-                c["target_test_psnr"] = score(generator, data.items["domain2_test"])[0]["psnr"]
-            kept = next(c["epoch"] for c in trace if c["kept"])
-            traces.append({"seed": seed, "run": name, "signal": "augmented source-val MAE", "trace": trace})
-            record(name, seed, tuned.generator, f"kept epoch {kept}")
-            if robust:
-                bases["robust"] = (copy.deepcopy(tuned.state_dict()), tuned.generator)
-        print(f"  seed {seed}: supervised bound ({config.supervised_epochs} epochs on labelled domain2_train)")
-        supervised, _ = fine_tune(data, plain_state, backbone_config, "domain2_train", config.supervised_epochs,
-                                  lr, False, None, config.guards, config.progress)
-        record(UPPER, seed, supervised.generator)
+        source_models: dict[str, Any] = {BASELINE: plain}
+        print(f"  seed {seed}: source_ft control ({ft_epochs} epochs) and source-side candidates "
+              f"({config.finetune_epochs} epochs each, lr {lr:g})", flush=True)
+        source_models[CONTROL] = fine_tune(source, plain_state, backbone_config, "domain1_train", ft_epochs, lr,
+                                           config.progress)
+        if {"robust", "self_train"} & methods:
+            source_models["robust"] = fine_tune(source, plain_state, backbone_config, "domain1_train",
+                                                config.finetune_epochs, lr, config.progress, robust_augment=True)
+        if "robust_spatial" in methods:
+            source_models["robust_spatial"] = fine_tune(source, plain_state, backbone_config, "domain1_train",
+                                                        config.finetune_epochs, lr, config.progress,
+                                                        robust_augment=True, spatial_augment=True)
+        if methods & {"ttt_joint", "ttt_site", "ttt_subject", "ttt_site+subject"}:
+            source_models["ttt_joint"] = fine_tune(source, plain_state, backbone_config, "domain1_train",
+                                                   config.finetune_epochs, lr, config.progress,
+                                                   trainer_factory=joint_factory)
+        vae = None
+        if "kl" in methods:
+            print(f"  seed {seed}: slice VAE ({config.vae.epochs} epochs)", flush=True)
+            vae = train_vae_in_process(source, dataclasses.replace(config.vae, seed=42 + seed), config.slice_size)
 
-        print(f"  seed {seed}: slice VAE ({config.vae.epochs} epochs)")
-        vae, slice_config = train_vae_in_process(data, dataclasses.replace(config.vae, seed=42 + seed),
-                                                 config.slice_size)
-        for base_name, (state, generator) in bases.items():
-            prefix = "" if base_name == "plain" else f"{base_name}+"
-            record(f"{prefix}hist_match", seed, InputMapped(HistogramMatch(reference_quantiles), generator))
-            adabn = copy.deepcopy(generator)
-            layers = reestimate_norm_statistics(adabn, [x[None] for x in data.inputs("domain2_val")])
-            if layers:
-                record(f"{prefix}adabn", seed, adabn)
-            elif base_name == "plain" and seed == 0:
-                print("    adabn: the generator has no running normalisation statistics (InstanceNorm): "
-                      "AdaBN is the identity, not scored separately")
-            harmoniser, sw = fit_harmoniser(data.inputs("domain2_val"), data.inputs("domain1_train"),
-                                            dataclasses.replace(config.harmoniser, seed=seed))
-            record(f"{prefix}harmoniser_sw", seed, InputMapped(harmoniser, generator),
-                   f"SW {sw[0]:.4f} -> {sw[-1]:.4f}")
-            for variant, prior in (("kl_subject", "subject"), ("kl_population", "population")):
-                adapt = dataclasses.replace(config.adapt, prior=prior, seed=seed)
-                adapted, story = adapt_latent(data, state, backbone_config, vae, slice_config, adapt, config.guards)
-                history = story["history"]
-                traces.append({"seed": seed, "run": f"{prefix}{variant}", "signal": "latent objective",
-                               "trace": [{"epoch": h["epoch"], "label_free": h["objective"],
-                                          "target_test_psnr": h["eval_target_test_psnr"]} for h in history]})
-                record(f"{prefix}{variant}", seed, adapted,
-                       f"objective {history[0]['objective']:.3g} -> {history[-1]['objective']:.3g}, "
-                       f"kept epoch {story['kept_epoch']}")
-        seed_results = {r.method: r for r in results if r.seed == seed and r.method != UPPER}
-        name, reason = choose_model([CandidateScore(r.method, r.label_free, r.source_val_psnr)
-                                     for r in seed_results.values()], BASELINE, config.guards.max_source_drop)
-        picks.append({"seed": seed, "method": name, "target_psnr": seed_results[name].target["psnr"],
-                      "reason": reason})
-        print(f"  seed {seed}: label-free pick: {reason}")
+        for site_name, site in sites.items():
+            for name in (BASELINE, CONTROL, "robust", "robust_spatial", "ttt_joint"):
+                if name in source_models and (name in REFERENCE or name in methods):
+                    scorer.record(site_name, site, name, seed, source_models[name].generator)
+            joint = source_models.get("ttt_joint")
+            if joint is not None and methods & {"ttt_site", "ttt_site+subject"}:
+                adapted = copy.deepcopy(joint)
+                oracle = (lambda a=adapted: {"target_test_psnr":
+                                             score(a.generator, site.items["domain2_test"])[0]["psnr"]})
+                story = adapt_site(adapted, lambda: site.unlabelled("domain2_train"),
+                                   lambda: site.unlabelled("domain2_val"),
+                                   lambda e: source.batches("domain1_train", seed * 1000 + 500 + e),
+                                   lambda: source.batches("domain1_val"), dataclasses.replace(config.ttt, seed=seed),
+                                   config.guards.max_source_drop, evaluate=oracle)
+                traces.append({"site": site_name, "seed": seed, "run": "ttt_site", "signal": "held_out_aux_loss",
+                               "trace": [{"epoch": h["epoch"], "label_free": h["held_out_aux_loss"],
+                                          "source_val_psnr": h["source_val_psnr"],
+                                          "target_test_psnr": h["eval_target_test_psnr"]} for h in story.history]})
+                if "ttt_site" in methods:
+                    scorer.record(site_name, site, "ttt_site", seed, adapted.generator, story.reason)
+                if "ttt_site+subject" in methods:
+                    scorer.record(site_name, site, "ttt_site+subject", seed,
+                                  PerSubjectTTT(adapted.generator, config.ttt), per_subject=True)
+            if joint is not None and "ttt_subject" in methods:
+                scorer.record(site_name, site, "ttt_subject", seed, PerSubjectTTT(joint.generator, config.ttt),
+                              per_subject=True)
+            if "self_train" in methods:
+                student = copy.deepcopy(source_models["robust"])
+                history = self_train(student, lambda e: site.unlabelled("domain2_train"),
+                                     lambda e: source.batches("domain1_train", seed * 1000 + 700 + e),
+                                     dataclasses.replace(config.self_train, seed=seed))
+                scorer.record(site_name, site, "self_train", seed, student.generator,
+                              f"kept {history[-1]['kept_fraction']:.2f} of the brain")
+            if vae is not None:
+                adapt = dataclasses.replace(config.adapt, seed=seed)
+                adapted_kl, story = adapt_latent(site, plain_state, backbone_config, vae[0], vae[1], adapt,
+                                                 config.guards)
+                scorer.record(site_name, site, "kl", seed, adapted_kl, f"kept epoch {story['kept_epoch']}")
+            print(f"  [{site_name}] seed {seed}: supervised bound ({config.supervised_epochs} epochs on labelled "
+                  "domain2_train)", flush=True)
+            supervised = fine_tune(site, plain_state, backbone_config, "domain2_train", config.supervised_epochs, lr,
+                                   config.progress)
+            scorer.record(site_name, site, UPPER, seed, supervised.generator)
 
-    rows = summarise_methods(results)
-    report = {"rows": rows, "picks": picks, "signals": _signal_correlations(traces, spearman),
-              "config": _jsonable(asdict(config)), "elapsed_s": time.perf_counter() - started,
-              "traces": traces}
-    report["files"] = _write_outputs(workdir, rows, report, config)
+    report = {"sites": {}, "config": _jsonable(asdict(config)), "control_epochs": ft_epochs,
+              "elapsed_s": time.perf_counter() - started}
+    for site_name, results in scorer.results.items():
+        picks = pick_uda(results, config)
+        uda_results = [dataclasses.replace(next(r for r in results if r.seed == p["seed"] and r.method == p["method"]),
+                                           method=UDA, note=f"seed {p['seed']}: {p['method']}") for p in picks]
+        rows = summarise_methods(results + uda_results)
+        site_records = [r for r in scorer.signal_records if r["site"] == site_name]
+        report["sites"][site_name] = {
+            "rows": rows, "picks": picks, "signals": signal_validity(site_records, config),
+            "traces": [t for t in traces if t["site"] == site_name], "signal_records": site_records}
+    report["signals_all_sites"] = signal_validity(scorer.signal_records, config)
+    report["elapsed_s"] = time.perf_counter() - started
+    report["files"] = _write_outputs(workdir, report, config)
     return report
 
 
-def _signal_correlations(traces: list[dict[str, Any]], spearman) -> dict[str, dict[str, float]]:
-    """Per label-free signal: mean and per-run Spearman correlation with target PSNR across checkpoints."""
-    out: dict[str, dict[str, Any]] = {}
-    for t in traces:
-        rho = spearman([c["label_free"] for c in t["trace"]], [c["target_test_psnr"] for c in t["trace"]])
-        entry = out.setdefault(t["signal"], {"per_run": []})
-        entry["per_run"].append({"seed": t["seed"], "run": t["run"], "spearman": rho})
-    for entry in out.values():
-        finite = [r["spearman"] for r in entry["per_run"] if not math.isnan(r["spearman"])]
-        entry["mean_spearman"] = sum(finite) / len(finite) if finite else math.nan
+def pick_uda(results: list[MethodResult], config: CompareConfig) -> list[dict[str, Any]]:
+    """Per seed, the label-free choice of ``uda`` (see the module docstring); never reads target scores."""
+    picks = []
+    for seed in sorted({r.seed for r in results}):
+        pool = {r.method: r for r in results if r.seed == seed and r.method != UPPER}
+        if config.signal_usable:
+            name, lower = config.selection_signal, dict((n, lo) for n, _, lo in SIGNALS)[config.selection_signal]
+            floor = pool[BASELINE].source_val_psnr - config.guards.max_source_drop
+            allowed = [r for r in pool.values() if name in r.label_free and math.isfinite(r.label_free[name])
+                       and (r.source_val_psnr >= floor or r.method == BASELINE)]
+            best = (min if lower else max)(allowed, key=lambda r: r.label_free[name])
+            picks.append({"seed": seed, "method": best.method,
+                          "reason": f"{'lowest' if lower else 'highest'} {name} within the source guard"})
+        else:
+            method = config.fallback_method if config.fallback_method in pool else BASELINE
+            picks.append({"seed": seed, "method": method,
+                          "reason": f"fallback rule: {config.selection_signal} did not reach Spearman 0.6 across "
+                                    "candidates on the development cohort"})
+    return picks
+
+
+def signal_validity(records: list[dict[str, Any]], config: CompareConfig) -> dict[str, dict[str, Any]]:
+    """Each signal's Spearman with oracle target PSNR across candidates x seeds x sites, and eligibility."""
+    from uda3d.compare.signals import SignalRecord, SignalSpec, across_candidate_spearman, eligible_signals, usable
+
+    candidates = {m: CANDIDATES[m] for m in {r["method"] for r in records} if m in CANDIDATES}
+    out = {}
+    for name, families, lower in SIGNALS:
+        rows = [SignalRecord(r["method"], r["seed"], r["site"], float(r[name]), r["oracle_psnr"])
+                for r in records if name in r]
+        result = across_candidate_spearman(rows, lower_is_better=lower)
+        spec = SignalSpec(name, families)
+        result["eligible"] = bool(eligible_signals([spec], candidates))
+        result["excluded_by"] = sorted(m for m, t in candidates.items() if families & t)
+        result["usable"] = usable(result) and result["eligible"]
+        out[name] = result
     return out
 
 
@@ -296,33 +396,44 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _write_outputs(workdir: Path, rows, report: dict[str, Any], config: CompareConfig) -> dict[str, str]:
+def _write_outputs(workdir: Path, report: dict[str, Any], config: CompareConfig) -> dict[str, str]:
     from uda3d.compare.report import bar_chart, write_csv, write_markdown
     from uda3d.io.atomic import atomic_file
     from uda3d.tracking import Tracker
 
-    signals = report["signals"]
-    header = (f"Target-test PSNR inside the brain, mean +- std over {config.seeds} seed(s); gap share = share of the "
-              "no-adaptation -> supervised gap recovered; Wilcoxon: paired over (seed, subject) vs no adaptation.")
-    footer = "\n".join([f"- Spearman({name}, target PSNR) across checkpoints: {s['mean_spearman']:.2f} (mean over "
-                        f"{len(s['per_run'])} runs)" for name, s in signals.items()]
-                       + [f"- label-free pick, seed {p['seed']}: {p['method']} ({p['target_psnr']:.2f} dB)"
-                          for p in report["picks"]]
-                       + [f"- wall time {report['elapsed_s'] / 60:.1f} min"])
-    files = {"csv": str(write_csv(workdir / "comparison.csv", rows)),
-             "markdown": str(write_markdown(workdir / "comparison.md", rows, header, footer)),
-             "figure": str(bar_chart(workdir / "comparison.png", rows,
-                                     f"target-test PSNR, {config.seeds} seed(s), mean +- std"))}
+    files: dict[str, str] = {}
+    for site_name, site in report["sites"].items():
+        out = workdir / site_name
+        out.mkdir(parents=True, exist_ok=True)
+        rows = site["rows"]
+        header = (f"Target site `{site_name}`: {config.seeds} seed(s), {rows[0]['subjects']} target-test subjects. "
+                  f"Per-subject metrics are averaged over seeds; p = paired Wilcoxon over subjects; CI = 95% "
+                  f"bootstrap over subjects; seed sd = spread of the cohort mean over seeds. Control `{CONTROL}` "
+                  f"trained {report['control_epochs']} source epochs on top of the backbone (candidates "
+                  f"{config.finetune_epochs} + their adaptation's source steps).")
+        signal_lines = [f"- {name}: Spearman across candidates {s['rho_oriented']:+.2f} (n={s['n']}; oriented, "
+                        f"higher = better ranking){'' if s['eligible'] else '; not eligible: ' + ', '.join(s['excluded_by']) + ' trained on its perturbations'}"
+                        for name, s in site["signals"].items()]
+        footer = "\n".join(["Label-free signals (oracle used only here, to validate them):", *signal_lines,
+                            *[f"- uda pick, seed {p['seed']}: {p['method']} ({p['reason']})" for p in site["picks"]],
+                            f"- wall time (whole comparison) {report['elapsed_s'] / 60:.1f} min"])
+        files[f"{site_name}.csv"] = str(write_csv(out / "comparison.csv", rows))
+        files[f"{site_name}.md"] = str(write_markdown(out / "comparison.md", rows, header, footer))
+        files[f"{site_name}.png"] = str(bar_chart(out / "comparison.png", rows,
+                                                  f"{site_name}: gain over {CONTROL}, {config.seeds} seeds, "
+                                                  "95% CI over subjects"))
     files["json"] = str(workdir / "comparison.json")
     with atomic_file(workdir / "comparison.json") as tmp:
         tmp.write_text(json.dumps({**report, "files": files}, indent=2, default=float) + "\n")
     tracker = Tracker(config.tracking)
     tracker.start("compare-methods", params={k: v for k, v in report["config"].items() if k != "tracking"},
                   tags={"stage": "compare-methods"})
-    for row in rows:
-        name = row["method"].replace("+", "/")  # MLflow metric names allow no '+'
-        tracker.log_metrics({f"{name}.{key}": row[key] for key in ("target_psnr", "target_psnr_std", "source_kept_db")},
-                            step=0)
+    for site_name, site in report["sites"].items():
+        for row in site["rows"]:
+            name = f"{site_name}.{row['method']}".replace("+", "_and_")  # MLflow metric names allow no '+'
+            tracker.log_metrics({f"{name}.{key}": row[key] for key in
+                                 ("target_psnr", "target_psnr_seed_std", "gain_psnr_vs_control", "source_kept_db")
+                                 if isinstance(row[key], float) and math.isfinite(row[key])}, step=0)
     for path in files.values():
         tracker.log_artifact(path)
     tracker.end()

@@ -81,12 +81,21 @@ class SITGenerator(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The encoder's three levels (e1, e2, e3): what an auxiliary head can share (``uda3d.models.ttt``)."""
         check_divisible(tuple(x.shape[2:]), DOWNSAMPLING, "the SIT generator")
         e1 = self.enc1(x)                                   # (B, ngf, D/2, H/2, W/2)
         e2 = self.enc2(e1)                                  # (B, ngf, D/4, ...)
         e3 = self.enc3(e2)                                  # (B, ngf, D/8, ...)
+        return e1, e2, e3
+
+    def decode(self, features: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """T1 from the encoder's levels."""
+        e1, e2, e3 = features
         d2 = self.dec3(e3)                                  # (B, ngf, D/4, ...)
         d1 = self.dec2(self.fuse2(torch.cat([d2, e2], 1)))  # (B, ngf, D/2, ...)
         d0 = self.dec1(self.fuse1(torch.cat([d1, e1], 1)))  # (B, 8, D, H, W)
         return self.head(d0)                                # (B, out, D, H, W) in [0, 1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))

@@ -21,6 +21,7 @@ from torch import nn
 from uda3d.config import BackboneConfig
 from uda3d.data.augment import augment_pair
 from uda3d.data.robust_augment import robust_augment
+from uda3d.data.spatial_augment import spatial_augment
 from uda3d.losses.adversarial import discriminator_loss
 from uda3d.losses.pix2pix import generator_loss
 from uda3d.metrics.image import mean_metrics, volume_metrics
@@ -52,16 +53,18 @@ class Pix2PixTrainer:
         device: where the networks live.
         wrap: applied to each network after it is moved to ``device`` (e.g. Ray's ``prepare_model``).
         rank: this process's rank (varies augmentation between DDP workers).
+        generator: a prebuilt generator (e.g. one with an auxiliary head) instead of the config's.
     """
 
     def __init__(self, config: BackboneConfig, device: torch.device,
-                 wrap: Callable[[nn.Module], nn.Module] | None = None, rank: int = 0) -> None:
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, rank: int = 0,
+                 generator: nn.Module | None = None) -> None:
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         self.config = config
         self.device = device
         self.rank = rank
         wrap = wrap or (lambda m: m)
-        self.generator = wrap(build_generator(config).to(device))
+        self.generator = wrap((generator if generator is not None else build_generator(config)).to(device))
         self.discriminator = wrap(build_discriminator(config).to(device))
         betas = (config.beta1, 0.999)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas)
@@ -78,6 +81,9 @@ class Pix2PixTrainer:
     def train_step(self, batch: dict[str, Any], augment_rng: torch.Generator | None = None) -> dict[str, float]:
         """One D update and one G update on a batch of paired volumes (accumulated per config)."""
         x, y = batch["input"], batch["target"]
+        if augment_rng is not None and self.config.spatial_augment:
+            pairs = [spatial_augment(xi, yi, augment_rng, self.config.spatial) for xi, yi in zip(x, y)]
+            x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         if augment_rng is not None and self.config.augment:
             pairs = [augment_pair(xi, yi, augment_rng) for xi, yi in zip(x, y)]
             x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
@@ -190,7 +196,8 @@ def fit_backbone(trainer: Pix2PixTrainer, train_batches: Callable[[int], Iterabl
     start = time.perf_counter()
     while trainer.epoch < cfg.total_epochs:
         epoch = trainer.epoch + 1
-        rng = augmentation_rng(cfg.seed, trainer.rank, epoch) if cfg.augment or cfg.robust_augment else None
+        augmented = cfg.augment or cfg.robust_augment or cfg.spatial_augment
+        rng = augmentation_rng(cfg.seed, trainer.rank, epoch) if augmented else None
         sums: dict[str, float] = {}
         count = 0
         for batch in tqdm(train_batches(epoch), desc=f"epoch {epoch}/{cfg.total_epochs}", disable=not progress,

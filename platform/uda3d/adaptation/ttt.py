@@ -1,0 +1,205 @@
+"""Test-time training (TTT) with cross-contrast self-supervision, site-level and per subject.
+
+1. *Joint source training* (``JointTrainer``): the backbone's pix2pix step, then a step of the
+   auxiliary task (rebuild FLAIR and T2 from a damaged copy, ``uda3d.losses.cross_contrast``) on the
+   same undamaged source inputs, through the shared encoder and the auxiliary head.
+2. *Site-level TTT* (``adapt_site``): on unlabeled target volumes, Adam on the encoder alone
+   minimises the auxiliary loss (both heads frozen, so the T1 head reads features the source taught
+   it), each target step beside the ordinary supervised source step as anchor. The auxiliary loss
+   on *held-back* target volumes (fixed damage, so every epoch and candidate sees the same) picks
+   the epoch, among those within the source guard: a label-free stop that is not one of the
+   candidate's training transforms (those are the source-side flips and intensity jitter).
+3. *Per-subject TTT* (``PerSubjectTTT``): a copy of the model is tuned on one target volume's
+   auxiliary loss before that volume is synthesized, then thrown away.
+
+Target T1 is never read here: target batches are used through ``input`` and ``mask`` only.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from uda3d.config import BackboneConfig, TTTConfig
+from uda3d.losses.cross_contrast import corrupt, masked_reconstruction_error
+from uda3d.models.ttt import AUX_PREFIX, TTTGenerator, encoder_parameters
+from uda3d.training.pix2pix import Pix2PixTrainer
+from uda3d.training.runtime import unwrap
+
+Batch = dict[str, Any]
+HELD_OUT_SEED = 424242
+
+
+def auxiliary_loss(model: nn.Module, inputs: torch.Tensor, brain: torch.Tensor, generator: torch.Generator,
+                   config: TTTConfig) -> torch.Tensor:
+    """The auxiliary loss of ``model`` (a possibly DDP-wrapped ``TTTGenerator``) on one batch."""
+    damage = corrupt(inputs, generator, config.drop_probability, config.mask_ratio, config.patch)
+    reconstruction = model(damage.inputs, task="aux")
+    return masked_reconstruction_error(reconstruction.float(), inputs, damage.damaged, brain)
+
+
+@torch.no_grad()
+def held_out_auxiliary_loss(model: nn.Module, batches: Iterable[Batch], config: TTTConfig,
+                            seed: int = HELD_OUT_SEED) -> float:
+    """Mean auxiliary loss over ``batches`` with the same damage for every model (a label-free score)."""
+    device = next(model.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    values = [float(auxiliary_loss(model, b["input"].to(device), b["mask"].to(device), rng, config))
+              for b in batches]
+    return sum(values) / len(values)
+
+
+class JointTrainer(Pix2PixTrainer):
+    """The pix2pix trainer of a ``TTTGenerator``: each step also trains the auxiliary task on the source.
+
+    The auxiliary step has its own Adam over the encoder and the auxiliary head, weighted by
+    ``ttt.aux_weight``; its damage is drawn from a generator seeded by (seed, step), so a resumed run
+    damages as an uninterrupted one.
+    """
+
+    def __init__(self, config: BackboneConfig, ttt: TTTConfig, device: torch.device,
+                 init: dict[str, torch.Tensor] | None = None) -> None:
+        torch.manual_seed(config.seed)
+        generator = TTTGenerator(ngf=config.ngf)
+        if init is not None:
+            missing, unexpected = generator.load_state_dict(init, strict=False)
+            if unexpected or any(not k.startswith(AUX_PREFIX) for k in missing):
+                raise ValueError(f"initial state is not a SIT generator of width {config.ngf}")
+        super().__init__(config, device, generator=generator)
+        self.ttt = ttt
+        shared = [p for n, p in self.generator.named_parameters() if n.startswith(AUX_PREFIX)]
+        self.opt_aux = torch.optim.Adam(encoder_parameters(self.generator) + shared, lr=config.lr,
+                                        betas=(config.beta1, 0.999))
+
+    def train_step(self, batch: Batch, augment_rng: torch.Generator | None = None) -> dict[str, float]:
+        metrics = super().train_step(batch, augment_rng)
+        rng = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self._micro_step)
+        self.opt_aux.zero_grad(set_to_none=True)
+        loss = auxiliary_loss(self.generator, batch["input"].to(self.device), batch["mask"].to(self.device), rng,
+                              self.ttt)
+        (self.ttt.aux_weight * loss).backward()
+        self.opt_aux.step()
+        self.opt_aux.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        metrics["loss_aux"] = float(loss.detach())
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "opt_aux": self.opt_aux.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "opt_aux" in state:
+            self.opt_aux.load_state_dict(state["opt_aux"])
+
+
+def target_step(model: nn.Module, optimiser: torch.optim.Optimizer, batch: Batch, rng: torch.Generator,
+                config: TTTConfig) -> float:
+    """One TTT step on one unlabeled target batch: only the optimiser's (encoder) parameters move."""
+    device = next(model.parameters()).device
+    optimiser.zero_grad(set_to_none=True)
+    loss = auxiliary_loss(model, batch["input"].to(device), batch["mask"].to(device), rng, config)
+    loss.backward()
+    optimiser.step()
+    model.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+@dataclass(frozen=True)
+class SiteTTTResult:
+    """Per-epoch held-out auxiliary loss and source-val PSNR (epoch 0 = before), and the kept epoch."""
+
+    history: list[dict[str, float]]
+    kept_epoch: int
+    reason: str
+
+
+def adapt_site(trainer: JointTrainer, target_batches: Callable[[], Sequence[Batch]],
+               held_out: Callable[[], Sequence[Batch]], source_batches: Callable[[int], Iterable[Batch]],
+               source_val: Callable[[], Iterable[Batch]], config: TTTConfig, max_source_drop: float,
+               report: Callable[[dict[str, float]], None] = lambda m: None,
+               evaluate: Callable[[], dict[str, float]] | None = None) -> SiteTTTResult:
+    """Site-level TTT for ``config.epochs`` passes; the generator ends as the kept epoch's.
+
+    Args:
+        trainer: a jointly trained backbone (its generator a ``TTTGenerator``).
+        target_batches: unlabeled target volumes to adapt on (``input``, ``mask``).
+        held_out: other unlabeled target volumes: their auxiliary loss chooses the epoch.
+        source_batches: epoch -> labelled source pairs for the anchor step (cycled).
+        source_val: labelled source-validation volumes for the guard.
+        max_source_drop: an epoch whose source-val PSNR fell more than this (dB) is never kept.
+        evaluate: oracle metrics (target T1), reported with an ``eval_`` prefix and never read back.
+    """
+    generator = unwrap(trainer.generator)
+    optimiser = torch.optim.Adam(encoder_parameters(generator, config.scope), lr=config.lr, betas=(0.9, 0.999))
+    states = {0: copy.deepcopy(generator.state_dict())}
+    history = []
+
+    def measure(epoch: int, train_loss: float) -> None:
+        row = {"epoch": float(epoch), "train_aux_loss": train_loss,
+               "held_out_aux_loss": held_out_auxiliary_loss(generator, held_out(), config),
+               "source_val_psnr": trainer.evaluate(source_val())["psnr"]}
+        if evaluate is not None:
+            row.update({f"eval_{k}": v for k, v in evaluate().items()})
+        history.append(row)
+        report(row)
+
+    measure(0, float("nan"))
+    rng = torch.Generator().manual_seed(config.seed)
+    for epoch in range(1, config.epochs + 1):
+        source_iter = iter(source_batches(epoch))
+        losses = []
+        for batch in target_batches():
+            if config.source_step:
+                try:
+                    pair = next(source_iter)
+                except StopIteration:
+                    source_iter = iter(source_batches(epoch))
+                    pair = next(source_iter)
+                Pix2PixTrainer.train_step(trainer, pair)
+            losses.append(target_step(generator, optimiser, batch, rng, config))
+        states[epoch] = copy.deepcopy(generator.state_dict())
+        measure(epoch, sum(losses) / len(losses))
+    start = history[0]["source_val_psnr"]
+    allowed = [h for h in history if h["epoch"] == 0 or start - h["source_val_psnr"] <= max_source_drop]
+    kept = min(allowed, key=lambda h: h["held_out_aux_loss"])
+    generator.load_state_dict(states[int(kept["epoch"])])
+    reason = (f"epoch {int(kept['epoch'])}: lowest held-out auxiliary loss ({kept['held_out_aux_loss']:.4f}) "
+              f"among {len(allowed)} epoch(s) within the source guard")
+    return SiteTTTResult(history, int(kept["epoch"]), reason)
+
+
+class PerSubjectTTT(nn.Module):
+    """Synthesize each volume after tuning a fresh copy of ``model``'s encoder on that volume alone.
+
+    ``forward`` takes (B, C, D, H, W) inputs like any generator, so scoring and synthesis use it
+    unchanged; the brain mask is the inputs' non-zero voxels (preprocessing zeroes the background).
+    """
+
+    def __init__(self, model: TTTGenerator, config: TTTConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def adapted(self, inputs: torch.Tensor) -> TTTGenerator:
+        """A copy of the model tuned for ``config.subject_steps`` steps on ``inputs`` (1, C, D, H, W)."""
+        model = copy.deepcopy(self.model)
+        optimiser = torch.optim.Adam(encoder_parameters(model, self.config.scope), lr=self.config.subject_lr)
+        batch = {"input": inputs, "mask": (inputs.abs().sum(1, keepdim=True) > 0)}
+        rng = torch.Generator().manual_seed(self.config.seed)
+        with torch.enable_grad():
+            for _ in range(self.config.subject_steps):
+                target_step(model, optimiser, batch, rng, self.config)
+        return model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for i in range(x.shape[0]):
+            with torch.no_grad():
+                outs.append(self.adapted(x[i:i + 1])(x[i:i + 1]))
+        return torch.cat(outs)
