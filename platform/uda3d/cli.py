@@ -630,8 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=list(_COMPARE.methods),
                    help="candidates besides no_adaptation, source_ft and supervised")
     p.add_argument("--selection-signal", default=_COMPARE.selection_signal)
-    p.add_argument("--signal-usable", action="store_true",
-                   help="the signal reached Spearman >= 0.6 on a development cohort (else uda = the fallback)")
+    p.add_argument("--no-signal", dest="signal_usable", action="store_false",
+                   help="do not trust the selection signal on this data: uda = the documented fallback method")
     p.add_argument("--experiment", default="uda3d")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--no-tracking", action="store_true")
