@@ -14,22 +14,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from compare_methods import BACKBONE, RESULTS, make_cohorts  # noqa: E402
 
 from uda3d.adaptation.self_training import self_train  # noqa: E402
-from uda3d.adaptation.ttt import JointTrainer, PerSubjectTTT, adapt_site  # noqa: E402
+from uda3d.adaptation.ttt import PerSubjectTTT, adapt_site  # noqa: E402
 from uda3d.compare.config import CompareConfig  # noqa: E402
 from uda3d.compare.run import _trainer, control_epochs, fine_tune, load_sites, score  # noqa: E402
-from uda3d.config import SelfTrainConfig, TTTConfig  # noqa: E402
+from uda3d.config import JOINT_AUX_WEIGHT, SelfTrainConfig, TTTConfig  # noqa: E402
 from uda3d.training.pix2pix import fit_backbone  # noqa: E402
 
 
@@ -70,13 +67,8 @@ def main() -> None:
     record("robust_spatial", fine_tune(data, state, BACKBONE, "domain1_train", config.finetune_epochs, lr, False,
                                        robust_augment=True, spatial_augment=True).generator)
 
-    def joint_factory(cfg, start):
-        trainer = JointTrainer(cfg, TTTConfig(), torch.device("cpu"), init=start["generator"])
-        trainer.discriminator.load_state_dict(start["discriminator"])
-        return trainer
-
     joint = fine_tune(data, state, BACKBONE, "domain1_train", config.finetune_epochs, lr, False,
-                      trainer_factory=joint_factory)
+                      aux_weight=JOINT_AUX_WEIGHT)
     record("ttt_joint", joint.generator)
     for ttt_lr in (1e-4, 1e-3, 3e-3):
         ttt = TTTConfig(lr=ttt_lr, epochs=4, seed=seed)

@@ -249,6 +249,9 @@ class BackboneConfig:
             draw to inputs and T1 target alike, before any intensity augmentation
             (``uda3d.data.spatial_augment``).
         spatial: the strengths of that augmentation.
+        aux_weight: > 0 grows an auxiliary head on the SIT encoder that rebuilds FLAIR and T2 from a damaged
+            copy, trained beside the T1 task with this weight (``uda3d.adaptation.ttt``: what test-time
+            training adapts with; the T1 L1 term carries ``lambda_l1`` = 100, so 50 gives both a similar pull).
         seed: seeds weights, data order and augmentation.
     """
 
@@ -269,6 +272,7 @@ class BackboneConfig:
     robust: RobustAugmentConfig = dataclasses.field(default_factory=RobustAugmentConfig)
     spatial_augment: bool = False
     spatial: SpatialAugmentConfig = dataclasses.field(default_factory=SpatialAugmentConfig)
+    aux_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -284,6 +288,9 @@ class BackboneConfig:
             raise ConfigError("beta1", f"expected 0 <= beta1 < 1, got {self.beta1}")
         if self.lambda_l1 < 0 or self.lambda_fm < 0:
             raise ConfigError("lambda_l1/lambda_fm", "expected non-negative weights")
+        if self.aux_weight < 0 or (self.aux_weight > 0 and self.generator != "sit"):
+            raise ConfigError("aux_weight", f"expected >= 0, and the sit generator when > 0; got {self.aux_weight} "
+                                            f"with {self.generator!r}")
         if self.epochs < 0 or self.epochs_decay < 0 or self.epochs + self.epochs_decay < 1:
             raise ConfigError("epochs", f"expected epochs + epochs_decay >= 1, got {self.epochs} + {self.epochs_decay}")
         if self.seed < 0:
@@ -476,15 +483,16 @@ class SelfTrainConfig:
 
 
 TTT_SCOPES = ("encoder", "first")
+JOINT_AUX_WEIGHT = 50.0   # BackboneConfig.aux_weight of the TTT-ready backbone (ttt_joint)
 
 
 @dataclasses.dataclass(frozen=True)
 class TTTConfig:
     """Test-time training with cross-contrast self-supervision (``uda3d.adaptation.ttt``).
 
+    The auxiliary task's weight in source training is ``BackboneConfig.aux_weight``.
+
     Attributes:
-        aux_weight: weight of the auxiliary reconstruction loss in the joint source training (the
-            T1 L1 term carries ``lambda_l1`` = 100, so 50 gives both tasks a similar pull).
         drop_probability: chance that one whole modality is zeroed (to be predicted from the other).
         mask_ratio: share of ``patch``^3 cubes zeroed in both modalities.
         patch: edge of those cubes, voxels.
@@ -496,7 +504,6 @@ class TTTConfig:
         seed: the damage drawn during TTT.
     """
 
-    aux_weight: float = 50.0
     drop_probability: float = 0.5
     mask_ratio: float = 0.3
     patch: int = 8
@@ -510,8 +517,6 @@ class TTTConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.aux_weight < 0:
-            raise ConfigError("aux_weight", f"expected >= 0, got {self.aux_weight}")
         if not 0 <= self.drop_probability <= 1 or not 0 <= self.mask_ratio < 1:
             raise ConfigError("ttt damage", "expected 0 <= drop_probability <= 1 and 0 <= mask_ratio < 1")
         if self.drop_probability == 0 and self.mask_ratio == 0:

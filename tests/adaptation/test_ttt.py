@@ -8,22 +8,17 @@ import math
 import pytest
 import torch
 
-from uda3d.adaptation.ttt import (
-    JointTrainer,
-    PerSubjectTTT,
-    adapt_site,
-    auxiliary_loss,
-    held_out_auxiliary_loss,
-    target_step,
-)
+from uda3d.adaptation.ttt import PerSubjectTTT, adapt_site, held_out_auxiliary_loss, target_step
 from uda3d.config import BackboneConfig, TTTConfig
 from uda3d.errors import ConfigError
-from uda3d.losses.cross_contrast import corrupt, masked_reconstruction_error, patch_mask
+from uda3d.losses.cross_contrast import auxiliary_loss, corrupt, masked_reconstruction_error, patch_mask
 from uda3d.models.sit import SITGenerator
-from uda3d.models.ttt import TTTGenerator, encoder_parameters, with_auxiliary_head
+from uda3d.models.ttt import TTTGenerator, encoder_parameters, load_generator_state, with_auxiliary_head
+from uda3d.training.pix2pix import Pix2PixTrainer
 
 SHAPE = (16, 16, 16)
 TINY = BackboneConfig(ngf=4, ndf=4, lr=1e-3, epochs=1, epochs_decay=0, augment=False)
+JOINT = BackboneConfig(ngf=4, ndf=4, lr=1e-3, epochs=1, epochs_decay=0, augment=False, aux_weight=50.0)
 
 
 def _volume(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -132,19 +127,44 @@ def _pair(seed: int) -> dict:
     return batch
 
 
-def test_joint_trainer_lowers_the_auxiliary_loss_on_the_source():
-    trainer = JointTrainer(TINY, TTTConfig(aux_weight=1.0), torch.device("cpu"))
+def test_joint_training_lowers_the_auxiliary_loss_on_the_source():
+    trainer = Pix2PixTrainer(JOINT, torch.device("cpu"))
+    assert isinstance(trainer.generator, TTTGenerator)
     pairs = [_pair(i) for i in range(2)]
-    start = held_out_auxiliary_loss(trainer.generator, pairs, trainer.ttt)
+    start = held_out_auxiliary_loss(trainer.generator, pairs, TTTConfig())
     for _ in range(15):
         for batch in pairs:
             metrics = trainer.train_step(batch)
     assert "loss_aux" in metrics and math.isfinite(metrics["loss_l1"])
-    assert held_out_auxiliary_loss(trainer.generator, pairs, trainer.ttt) < start
+    assert held_out_auxiliary_loss(trainer.generator, pairs, TTTConfig()) < start
+    assert "loss_aux" not in Pix2PixTrainer(TINY, torch.device("cpu")).train_step(pairs[0])
+
+
+def test_joint_checkpoint_round_trip_and_a_plain_backbone_growing_the_head(tmp_path):
+    from uda3d.evaluation import load_generator
+    from uda3d.training.checkpoint import save_state
+
+    trainer = Pix2PixTrainer(JOINT, torch.device("cpu"))
+    trainer.train_step(_pair(0))
+    state = trainer.state_dict()
+    assert "opt_aux" in state and any(k.startswith("aux.") for k in state["generator"])
+    again = Pix2PixTrainer(JOINT, torch.device("cpu"))
+    again.load_state_dict(state)
+    assert again.opt_aux.state_dict()["state"].keys() == trainer.opt_aux.state_dict()["state"].keys()
+    save_state(tmp_path / "joint", state)
+    loaded = load_generator(tmp_path / "joint")
+    x = _volume()["input"]
+    assert isinstance(loaded, TTTGenerator) and torch.equal(loaded(x), trainer.generator.eval()(x))
+    plain = Pix2PixTrainer(TINY, torch.device("cpu"))
+    grown = TTTGenerator(ngf=4)
+    load_generator_state(grown, plain.generator.state_dict())   # the auxiliary head stays fresh
+    assert torch.equal(grown(x), plain.generator(x))
+    with pytest.raises(ValueError):
+        load_generator_state(TTTGenerator(ngf=8), plain.generator.state_dict())
 
 
 def test_adapt_site_keeps_the_epoch_with_the_lowest_held_out_loss_and_never_reads_target_t1():
-    trainer = JointTrainer(TINY, TTTConfig(), torch.device("cpu"))
+    trainer = Pix2PixTrainer(JOINT, torch.device("cpu"))
     pairs = [_pair(i) for i in range(2)]
     target = [NoTarget(_volume(10 + i)) for i in range(2)]
     held = [NoTarget(_volume(20))]
@@ -158,7 +178,7 @@ def test_adapt_site_keeps_the_epoch_with_the_lowest_held_out_loss_and_never_read
 
 
 def test_adapt_site_source_guard_can_forbid_every_adapted_epoch():
-    trainer = JointTrainer(TINY, TTTConfig(), torch.device("cpu"))
+    trainer = Pix2PixTrainer(JOINT, torch.device("cpu"))
     start = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
     pairs = [_pair(0)]
     result = adapt_site(trainer, lambda: [_volume(1)], lambda: [_volume(2)], lambda e: pairs, lambda: pairs,
@@ -183,8 +203,15 @@ def test_per_subject_ttt_adapts_a_copy_and_resets():
 
 
 @pytest.mark.parametrize("values", [{"scope": "decoder"}, {"mask_ratio": 1.0}, {"lr": 0.0}, {"epochs": 0},
-                                    {"drop_probability": 0.0, "mask_ratio": 0.0}, {"aux_weight": -1.0},
+                                    {"drop_probability": 0.0, "mask_ratio": 0.0},
                                     {"patch": 0}, {"subject_steps": -1}, {"lr": float("nan")}])
 def test_ttt_config_rejects_bad_values(values):
     with pytest.raises(ConfigError):
         TTTConfig(**values)
+
+
+def test_backbone_aux_weight_needs_the_sit_generator_and_a_non_negative_weight():
+    with pytest.raises(ConfigError, match="aux_weight"):
+        BackboneConfig(aux_weight=-1.0)
+    with pytest.raises(ConfigError, match="aux_weight"):
+        BackboneConfig(generator="unet", aux_weight=1.0)

@@ -22,7 +22,8 @@ def test_compare_methods_end_to_end(tiny_cohort, tmp_path, capsys):
                  "--finetune-epochs", "1", "--supervised-epochs", "1", "--ttt-epochs", "1",
                  "--ttt-subject-steps", "1", "--self-train-epochs", "1",
                  "--slice-size", "32", "--latent-channels", "8", "--vae-epochs", "1", "--adapt-epochs", "1",
-                 "--quiet"])
+                 "--methods", "robust", "robust_spatial", "ttt_joint", "ttt_site", "ttt_subject", "ttt_site+subject",
+                 "self_train", "kl", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0, out
     site = tiny_cohort.name
@@ -40,8 +41,13 @@ def test_compare_methods_end_to_end(tiny_cohort, tmp_path, capsys):
     assert set(signals) == {"kspace_source_mae", "aug_source_mae", "source_val_psnr", "held_out_aux_loss"}
     assert not signals["aug_source_mae"]["eligible"] and "robust" in signals["aug_source_mae"]["excluded_by"]
     assert signals["kspace_source_mae"]["eligible"]
+    # uda: the highest source-val PSNR among the candidates (the signal validated on the dev cohorts)
     [pick] = report["sites"][site]["picks"]
-    assert pick["method"] == "robust_spatial" and "fallback" in pick["reason"]
+    candidates = {r["method"]: float(r["source_val_psnr"]) for r in rows
+                  if r["method"] not in ("supervised", "uda") and r["source_val_psnr"]}
+    assert pick["method"] == max(candidates, key=candidates.get) and "source_val_psnr" in pick["reason"]
+    uda = next(r for r in rows if r["method"] == "uda")
+    assert uda["target_psnr"] == next(r for r in rows if r["method"] == pick["method"])["target_psnr"]
     md = (work / site / "comparison.md").read_text()
     assert "| ttt_site+subject |" in md and "source_ft" in md
     assert (work / site / "comparison.png").stat().st_size > 1000

@@ -40,7 +40,8 @@ def test_config_rejects_unknown_methods_and_signals():
 
 
 def test_unlabelled_batches_carry_no_target_t1():
-    item = {"id": "s", "input": torch.zeros(2, 8, 8, 8), "mask": torch.ones(1, 8, 8, 8), "target": torch.ones(1, 8, 8, 8)}
+    item = {"id": "s", "input": torch.zeros(2, 8, 8, 8), "mask": torch.ones(1, 8, 8, 8),
+            "target": torch.ones(1, 8, 8, 8)}
     data = Data({"domain2_train": [item]})
     [batch] = data.unlabelled("domain2_train")
     assert "target" not in batch and batch["input"].shape == (1, 2, 8, 8, 8)
@@ -72,8 +73,10 @@ def test_pick_uda_follows_the_signal_within_the_source_guard_and_never_reads_tar
                _result("robust", 0, 19.8, {"kspace_source_mae": 0.08}, 10.0),      # target score ignored
                _result("ttt_site", 0, 19.0, {"kspace_source_mae": 0.05}, 30.0),    # breaks the 0.5 dB guard
                _result("supervised", 0, 19.0, {"kspace_source_mae": 0.01}, 40.0)]  # never a candidate
-    [pick] = pick_uda(results, _config(signal_usable=True))
+    [pick] = pick_uda(results, _config(signal_usable=True, selection_signal="kspace_source_mae"))
     assert pick["method"] == "robust"
+    [pick] = pick_uda(results, _config())        # the default: the highest source-val PSNR
+    assert pick["method"] == "no_adaptation" and "highest source_val_psnr" in pick["reason"]
     [fallback] = pick_uda(results, _config(signal_usable=False, fallback_method="ttt_site"))
     assert fallback["method"] == "ttt_site" and "fallback" in fallback["reason"]
 

@@ -1,8 +1,9 @@
 """Test-time training (TTT) with cross-contrast self-supervision, site-level and per subject.
 
-1. *Joint source training* (``JointTrainer``): the backbone's pix2pix step, then a step of the
-   auxiliary task (rebuild FLAIR and T2 from a damaged copy, ``uda3d.losses.cross_contrast``) on the
-   same undamaged source inputs, through the shared encoder and the auxiliary head.
+1. *Joint source training* (``BackboneConfig.aux_weight > 0``, in ``Pix2PixTrainer``): the pix2pix
+   step, then a step of the auxiliary task (rebuild FLAIR and T2 from a damaged copy,
+   ``uda3d.losses.cross_contrast``) on the same undamaged source inputs, through the shared encoder
+   and the auxiliary head.
 2. *Site-level TTT* (``adapt_site``): on unlabeled target volumes, Adam on the encoder alone
    minimises the auxiliary loss (both heads frozen, so the T1 head reads features the source taught
    it), each target step beside the ordinary supervised source step as anchor. The auxiliary loss
@@ -25,22 +26,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from uda3d.config import BackboneConfig, TTTConfig
-from uda3d.losses.cross_contrast import corrupt, masked_reconstruction_error
-from uda3d.models.ttt import AUX_PREFIX, TTTGenerator, encoder_parameters
+from uda3d.config import TTTConfig
+from uda3d.losses.cross_contrast import auxiliary_loss
+from uda3d.models.ttt import TTTGenerator, encoder_parameters
 from uda3d.training.pix2pix import Pix2PixTrainer
 from uda3d.training.runtime import unwrap
 
 Batch = dict[str, Any]
 HELD_OUT_SEED = 424242
-
-
-def auxiliary_loss(model: nn.Module, inputs: torch.Tensor, brain: torch.Tensor, generator: torch.Generator,
-                   config: TTTConfig) -> torch.Tensor:
-    """The auxiliary loss of ``model`` (a possibly DDP-wrapped ``TTTGenerator``) on one batch."""
-    damage = corrupt(inputs, generator, config.drop_probability, config.mask_ratio, config.patch)
-    reconstruction = model(damage.inputs, task="aux")
-    return masked_reconstruction_error(reconstruction.float(), inputs, damage.damaged, brain)
 
 
 @torch.no_grad()
@@ -52,50 +45,6 @@ def held_out_auxiliary_loss(model: nn.Module, batches: Iterable[Batch], config: 
     values = [float(auxiliary_loss(model, b["input"].to(device), b["mask"].to(device), rng, config))
               for b in batches]
     return sum(values) / len(values)
-
-
-class JointTrainer(Pix2PixTrainer):
-    """The pix2pix trainer of a ``TTTGenerator``: each step also trains the auxiliary task on the source.
-
-    The auxiliary step has its own Adam over the encoder and the auxiliary head, weighted by
-    ``ttt.aux_weight``; its damage is drawn from a generator seeded by (seed, step), so a resumed run
-    damages as an uninterrupted one.
-    """
-
-    def __init__(self, config: BackboneConfig, ttt: TTTConfig, device: torch.device,
-                 init: dict[str, torch.Tensor] | None = None) -> None:
-        torch.manual_seed(config.seed)
-        generator = TTTGenerator(ngf=config.ngf)
-        if init is not None:
-            missing, unexpected = generator.load_state_dict(init, strict=False)
-            if unexpected or any(not k.startswith(AUX_PREFIX) for k in missing):
-                raise ValueError(f"initial state is not a SIT generator of width {config.ngf}")
-        super().__init__(config, device, generator=generator)
-        self.ttt = ttt
-        shared = [p for n, p in self.generator.named_parameters() if n.startswith(AUX_PREFIX)]
-        self.opt_aux = torch.optim.Adam(encoder_parameters(self.generator) + shared, lr=config.lr,
-                                        betas=(config.beta1, 0.999))
-
-    def train_step(self, batch: Batch, augment_rng: torch.Generator | None = None) -> dict[str, float]:
-        metrics = super().train_step(batch, augment_rng)
-        rng = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self._micro_step)
-        self.opt_aux.zero_grad(set_to_none=True)
-        loss = auxiliary_loss(self.generator, batch["input"].to(self.device), batch["mask"].to(self.device), rng,
-                              self.ttt)
-        (self.ttt.aux_weight * loss).backward()
-        self.opt_aux.step()
-        self.opt_aux.zero_grad(set_to_none=True)
-        self.opt_g.zero_grad(set_to_none=True)
-        metrics["loss_aux"] = float(loss.detach())
-        return metrics
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "opt_aux": self.opt_aux.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if "opt_aux" in state:
-            self.opt_aux.load_state_dict(state["opt_aux"])
 
 
 def target_step(model: nn.Module, optimiser: torch.optim.Optimizer, batch: Batch, rng: torch.Generator,
@@ -119,7 +68,7 @@ class SiteTTTResult:
     reason: str
 
 
-def adapt_site(trainer: JointTrainer, target_batches: Callable[[], Sequence[Batch]],
+def adapt_site(trainer: Pix2PixTrainer, target_batches: Callable[[], Sequence[Batch]],
                held_out: Callable[[], Sequence[Batch]], source_batches: Callable[[int], Iterable[Batch]],
                source_val: Callable[[], Iterable[Batch]], config: TTTConfig, max_source_drop: float,
                report: Callable[[dict[str, float]], None] = lambda m: None,
@@ -127,7 +76,7 @@ def adapt_site(trainer: JointTrainer, target_batches: Callable[[], Sequence[Batc
     """Site-level TTT for ``config.epochs`` passes; the generator ends as the kept epoch's.
 
     Args:
-        trainer: a jointly trained backbone (its generator a ``TTTGenerator``).
+        trainer: a jointly trained backbone (``aux_weight > 0``: its generator a ``TTTGenerator``).
         target_batches: unlabeled target volumes to adapt on (``input``, ``mask``).
         held_out: other unlabeled target volumes: their auxiliary loss chooses the epoch.
         source_batches: epoch -> labelled source pairs for the anchor step (cycled).
@@ -161,7 +110,7 @@ def adapt_site(trainer: JointTrainer, target_batches: Callable[[], Sequence[Batc
                 except StopIteration:
                     source_iter = iter(source_batches(epoch))
                     pair = next(source_iter)
-                Pix2PixTrainer.train_step(trainer, pair)
+                trainer.train_step(pair)
             losses.append(target_step(generator, optimiser, batch, rng, config))
         states[epoch] = copy.deepcopy(generator.state_dict())
         measure(epoch, sum(losses) / len(losses))

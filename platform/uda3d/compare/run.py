@@ -33,7 +33,6 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ import torch
 
 from uda3d.compare.config import CANDIDATES, SIGNALS, CompareConfig
 from uda3d.compare.table import BASELINE, CONTROL, UPPER, MethodResult, summarise_methods
-from uda3d.config import AdaptConfig, BackboneConfig, PreprocessConfig, VAEConfig
+from uda3d.config import JOINT_AUX_WEIGHT, AdaptConfig, BackboneConfig, PreprocessConfig, VAEConfig
 from uda3d.data.layout import discover
 from uda3d.errors import DataError
 
@@ -104,17 +103,18 @@ def score(generator: torch.nn.Module, items: list[dict]) -> tuple[dict[str, floa
 
 
 def _trainer(config: BackboneConfig, init: dict | None = None):
+    from uda3d.models.ttt import load_generator_state
     from uda3d.training.pix2pix import Pix2PixTrainer
 
     trainer = Pix2PixTrainer(config, torch.device("cpu"))
-    if init is not None:
-        trainer.generator.load_state_dict(init["generator"])
+    if init is not None:  # a plain backbone may start a joint (aux_weight > 0) fine-tune
+        load_generator_state(trainer.generator, init["generator"])
         trainer.discriminator.load_state_dict(init["discriminator"])
     return trainer
 
 
 def fine_tune(data: Data, start: dict, config: BackboneConfig, split: str, epochs: int, lr: float,
-              progress: bool, trainer_factory: Callable[[BackboneConfig, dict], Any] = _trainer, **changes: Any):
+              progress: bool, **changes: Any):
     """Fine-tune ``start`` on labelled ``split`` for ``epochs`` at constant ``lr``; keeps the last epoch.
 
     One rule for every source-side candidate and the control, so only the ingredient differs.
@@ -122,7 +122,7 @@ def fine_tune(data: Data, start: dict, config: BackboneConfig, split: str, epoch
     from uda3d.training.pix2pix import fit_backbone
 
     cfg = dataclasses.replace(config, epochs=epochs, epochs_decay=0, lr=lr, **changes)
-    trainer = trainer_factory(cfg, start)
+    trainer = _trainer(cfg, start)
     fit_backbone(trainer, lambda e: data.batches(split, cfg.seed * 1000 + e), None, lambda m: None,
                  progress=progress)
     return trainer
@@ -245,7 +245,7 @@ class _Scorer:
 def compare_methods(config: CompareConfig) -> dict[str, Any]:
     """Run the comparison; writes ``WORKDIR/<site>/comparison.{csv,md,png,json}`` and returns the report."""
     from uda3d.adaptation.self_training import self_train
-    from uda3d.adaptation.ttt import JointTrainer, PerSubjectTTT, adapt_site
+    from uda3d.adaptation.ttt import PerSubjectTTT, adapt_site
     from uda3d.training.pix2pix import fit_backbone
 
     workdir = Path(config.workdir)
@@ -257,11 +257,6 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
     scorer = _Scorer(config, source)
     traces: list[dict[str, Any]] = []
     methods = set(config.methods)
-
-    def joint_factory(cfg: BackboneConfig, start: dict) -> JointTrainer:
-        trainer = JointTrainer(cfg, config.ttt, torch.device("cpu"), init=start["generator"])
-        trainer.discriminator.load_state_dict(start["discriminator"])
-        return trainer
 
     for seed in range(config.seeds):
         backbone_config = dataclasses.replace(config.backbone, seed=seed)
@@ -286,7 +281,7 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
         if methods & {"ttt_joint", "ttt_site", "ttt_subject", "ttt_site+subject"}:
             source_models["ttt_joint"] = fine_tune(source, plain_state, backbone_config, "domain1_train",
                                                    config.finetune_epochs, lr, config.progress,
-                                                   trainer_factory=joint_factory)
+                                                   aux_weight=JOINT_AUX_WEIGHT)
         vae = None
         if "kl" in methods:
             print(f"  seed {seed}: slice VAE ({config.vae.epochs} epochs)", flush=True)
@@ -299,13 +294,13 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
             joint = source_models.get("ttt_joint")
             if joint is not None and methods & {"ttt_site", "ttt_site+subject"}:
                 adapted = copy.deepcopy(joint)
-                oracle = (lambda a=adapted: {"target_test_psnr":
-                                             score(a.generator, site.items["domain2_test"])[0]["psnr"]})
                 story = adapt_site(adapted, lambda: site.unlabelled("domain2_train"),
                                    lambda: site.unlabelled("domain2_val"),
                                    lambda e: source.batches("domain1_train", seed * 1000 + 500 + e),
                                    lambda: source.batches("domain1_val"), dataclasses.replace(config.ttt, seed=seed),
-                                   config.guards.max_source_drop, evaluate=oracle)
+                                   config.guards.max_source_drop,
+                                   evaluate=lambda a=adapted: {"target_test_psnr": score(
+                                       a.generator, site.items["domain2_test"])[0]["psnr"]})
                 traces.append({"site": site_name, "seed": seed, "run": "ttt_site", "signal": "held_out_aux_loss",
                                "trace": [{"epoch": h["epoch"], "label_free": h["held_out_aux_loss"],
                                           "source_val_psnr": h["source_val_psnr"],
@@ -392,6 +387,12 @@ def signal_validity(records: list[dict[str, Any]], config: CompareConfig) -> dic
     return out
 
 
+def _eligibility(signal: dict[str, Any]) -> str:
+    if signal["eligible"]:
+        return ""
+    return f"; not eligible: {', '.join(signal['excluded_by'])} trained on its perturbations"
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -412,8 +413,7 @@ def _write_outputs(workdir: Path, report: dict[str, Any], config: CompareConfig)
                   f"trained {report['control_epochs']} source epochs on top of the backbone (candidates "
                   f"{config.finetune_epochs} + their adaptation's source steps).")
         signal_lines = [f"- {name}: Spearman across candidates {s['rho_oriented']:+.2f} (n={s['n']}; oriented, "
-                        f"higher = better ranking){'' if s['eligible'] else '; not eligible: ' + ', '.join(s['excluded_by']) + ' trained on its perturbations'}"
-                        for name, s in site["signals"].items()]
+                        f"higher = better ranking){_eligibility(s)}" for name, s in site["signals"].items()]
         footer = "\n".join(["Label-free signals (oracle used only here, to validate them):", *signal_lines,
                             *[f"- uda pick, seed {p['seed']}: {p['method']} ({p['reason']})" for p in site["picks"]],
                             f"- wall time (whole comparison) {report['elapsed_s'] / 60:.1f} min"])

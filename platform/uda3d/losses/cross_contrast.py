@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from uda3d.config import TTTConfig
+
 
 @dataclass(frozen=True)
 class Corruption:
@@ -62,3 +64,14 @@ def masked_reconstruction_error(reconstruction: torch.Tensor, inputs: torch.Tens
     total = weight.sum()
     error = ((reconstruction - inputs).abs() * weight).sum()
     return error / total.clamp_min(1.0)
+
+
+def auxiliary_loss(model: torch.nn.Module, inputs: torch.Tensor, brain: torch.Tensor, generator: torch.Generator,
+                   config: TTTConfig) -> torch.Tensor:
+    """The auxiliary loss of ``model`` (a possibly DDP-wrapped ``TTTGenerator``) on one batch.
+
+    The reconstruction goes through the model's ``forward(x, task="aux")`` so DDP sees it.
+    """
+    damage = corrupt(inputs, generator, config.drop_probability, config.mask_ratio, config.patch)
+    reconstruction = model(damage.inputs, task="aux")
+    return masked_reconstruction_error(reconstruction.float(), inputs, damage.damaged, brain)

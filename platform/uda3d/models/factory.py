@@ -14,6 +14,11 @@ OUTPUT_CHANNELS = 1  # T1
 
 
 def build_generator(config: BackboneConfig) -> nn.Module:
+    """The config's generator; with ``aux_weight > 0`` the SIT generator with its auxiliary TTT head."""
+    if config.aux_weight > 0:
+        from uda3d.models.ttt import TTTGenerator
+
+        return TTTGenerator(INPUT_CHANNELS, OUTPUT_CHANNELS, ngf=config.ngf)
     if config.generator == "sit":
         return SITGenerator(INPUT_CHANNELS, OUTPUT_CHANNELS, ngf=config.ngf)
     return UNetGenerator(INPUT_CHANNELS, OUTPUT_CHANNELS, ngf=config.ngf)

@@ -71,17 +71,28 @@ def encoder_parameters(model: nn.Module, scope: str = "encoder") -> list[nn.Para
     return [p for name, p in model.named_parameters() if name.startswith(prefixes)]
 
 
-def with_auxiliary_head(generator: nn.Module, ngf: int) -> TTTGenerator:
-    """A ``TTTGenerator`` holding ``generator``'s SIT weights and a fresh auxiliary head.
+def load_generator_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load generator weights; a ``TTTGenerator`` may take a plain SIT state (its auxiliary head stays fresh).
 
-    Lets a plain source backbone grow the head for its joint fine-tune (the SIT keys are shared).
+    Lets a plain source backbone grow the head for its joint fine-tune (the SIT keys are shared);
+    any other mismatch still raises.
     """
+    if not isinstance(model, TTTGenerator):
+        model.load_state_dict(state)
+        return
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes differ: another width
+        raise ValueError(f"state does not fit this generator: {str(exc).splitlines()[-1].strip()}") from None
+    if unexpected or any(not k.startswith(AUX_PREFIX) for k in missing):
+        raise ValueError(f"state does not fit this generator: unexpected {unexpected[:3]}, missing "
+                         f"{[k for k in missing if not k.startswith(AUX_PREFIX)][:3]}")
+
+
+def with_auxiliary_head(generator: SITGenerator, ngf: int) -> TTTGenerator:
+    """A ``TTTGenerator`` holding ``generator``'s SIT weights and a fresh auxiliary head."""
     if not isinstance(generator, SITGenerator):
         raise TypeError("test-time training needs the SIT generator (the U-Net has no shared encoder API)")
-    first = next(generator.parameters())
-    model = TTTGenerator(generator.enc1.conv.in_channels if hasattr(generator.enc1, "conv") else 2,
-                         generator.head[1].out_channels, ngf).to(first.device)
-    missing, unexpected = model.load_state_dict(generator.state_dict(), strict=False)
-    if unexpected or any(not k.startswith(AUX_PREFIX) for k in missing):
-        raise ValueError(f"state does not match a SIT generator of width {ngf}: {unexpected or missing}")
+    model = TTTGenerator(generator.enc1.conv.in_channels, generator.head[1].out_channels, ngf)
+    load_generator_state(model.to(next(generator.parameters()).device), generator.state_dict())
     return model

@@ -11,6 +11,7 @@ restarts a failed worker group from the same checkpoint (``restore_state``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform as _platform
 import tempfile
@@ -94,6 +95,7 @@ def backbone_worker(payload: dict[str, Any]) -> None:
     from torch.utils.data import DataLoader
 
     from uda3d.data.datasets import paired_dataset
+    from uda3d.models.ttt import load_generator_state
     from uda3d.training.checkpoint import load_state
     from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
     from uda3d.training.ray_runtime import (
@@ -113,13 +115,17 @@ def backbone_worker(payload: dict[str, Any]) -> None:
     rank = ctx.get_world_rank()
     seed_everything(config.seed + rank)
     device = ray.train.torch.get_device()
-    trainer = Pix2PixTrainer(config, device, wrap=ray.train.torch.prepare_model, rank=rank)
+    # With the auxiliary head, each of the T1 and auxiliary passes leaves the other head's parameters
+    # unused: DDP must be told, or it waits for their gradients.
+    wrap = (functools.partial(ray.train.torch.prepare_model, parallel_strategy_kwargs={"find_unused_parameters": True})
+            if config.aux_weight > 0 else ray.train.torch.prepare_model)
+    trainer = Pix2PixTrainer(config, device, wrap=wrap, rank=rank)
     restored = restore_state(device, payload["run_folder"])
     if restored is not None:
         trainer.load_state_dict(restored)
     elif payload.get("init_checkpoint"):
         initial = load_state(payload["init_checkpoint"], map_location=device)
-        unwrap(trainer.generator).load_state_dict(initial["generator"])
+        load_generator_state(unwrap(trainer.generator), initial["generator"])  # a plain one may grow the head
         unwrap(trainer.discriminator).load_state_dict(initial["discriminator"])
     params = {"backbone": asdict(config), "preprocess": asdict(preprocess), "world_size": ctx.get_world_size(),
               "init_checkpoint": payload.get("init_checkpoint") or ""}

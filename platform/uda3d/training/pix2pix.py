@@ -6,7 +6,9 @@ one training step per volume; ``fit_backbone`` runs epochs and hands each epoch'
 injected through ``wrap`` (Ray's ``prepare_model``), so the same code runs on one process or many.
 
 Each step, as the method's code: update D on (real, fake.detach()) pairs with the LSGAN loss, then
-update G with GAN + 100 L1 + 1.5 feature matching through a D whose parameters are frozen.
+update G with GAN + 100 L1 + 1.5 feature matching through a D whose parameters are frozen. With
+``aux_weight > 0`` a third update trains the auxiliary input-reconstruction task on the shared
+encoder and its head (``uda3d.adaptation.ttt``).
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from uda3d.config import BackboneConfig
+from uda3d.config import BackboneConfig, TTTConfig
 from uda3d.data.augment import augment_pair
 from uda3d.data.robust_augment import robust_augment
 from uda3d.data.spatial_augment import spatial_augment
 from uda3d.losses.adversarial import discriminator_loss
+from uda3d.losses.cross_contrast import auxiliary_loss
 from uda3d.losses.pix2pix import generator_loss
 from uda3d.metrics.image import mean_metrics, volume_metrics
 from uda3d.models.factory import build_discriminator, build_generator
+from uda3d.models.ttt import AUX_PREFIX, ENCODER_PREFIXES
 from uda3d.training.runtime import autocast, resolve_precision, unwrap
 
 Report = Callable[[dict[str, float]], None]
@@ -72,6 +76,10 @@ class Pix2PixTrainer:
         rule = linear_decay(config.epochs, config.epochs_decay)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule)
+        # The auxiliary task (aux_weight > 0): its own Adam over the shared encoder and the auxiliary head.
+        self.opt_aux = (torch.optim.Adam([p for n, p in unwrap(self.generator).named_parameters()
+                                          if n.startswith(ENCODER_PREFIXES + (AUX_PREFIX,))], lr=config.lr, betas=betas)
+                        if config.aux_weight > 0 else None)
         self.precision = resolve_precision(config.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.use_scaler)
         self.epoch = 0  # epochs completed
@@ -121,10 +129,27 @@ class Pix2PixTrainer:
             self.scaler.step(self.opt_g)
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler.update()
-        self._micro_step += 1
         terms = {"loss_d": loss_d, "loss_g": g.total, "loss_g_gan": g.gan, "loss_l1": g.l1,
                  "loss_fm": g.feature_matching}
+        if self.opt_aux is not None:
+            terms["loss_aux"] = self.auxiliary_step(batch)
+        self._micro_step += 1
         return {k: float(v.detach()) for k, v in terms.items()}
+
+    def auxiliary_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        """One step of the auxiliary task on the batch's undamaged, unaugmented inputs (brain from its mask).
+
+        The damage is drawn from (seed, step), so a resumed run damages as an uninterrupted one.
+        """
+        rng = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self._micro_step)
+        self.opt_aux.zero_grad(set_to_none=True)
+        with autocast(self.device, self.precision):
+            loss = auxiliary_loss(self.generator, batch["input"].to(self.device), batch["mask"].to(self.device), rng,
+                                  TTTConfig())
+        (self.config.aux_weight * loss).backward()
+        self.opt_aux.step()
+        self.opt_aux.zero_grad(set_to_none=True)
+        return loss.detach()
 
     # -- evaluation --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -150,7 +175,8 @@ class Pix2PixTrainer:
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch,
-                "micro_step": self._micro_step, "config": asdict(self.config)}
+                "micro_step": self._micro_step, "config": asdict(self.config),
+                **({"opt_aux": self.opt_aux.state_dict()} if self.opt_aux is not None else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unwrap(self.generator).load_state_dict(state["generator"])
@@ -161,6 +187,8 @@ class Pix2PixTrainer:
         self.sched_d.load_state_dict(state["sched_d"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.opt_aux is not None and "opt_aux" in state:
+            self.opt_aux.load_state_dict(state["opt_aux"])
         self.epoch = int(state["epoch"])
         self._micro_step = int(state.get("micro_step", 0))
 
