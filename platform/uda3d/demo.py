@@ -35,7 +35,7 @@ DEMO_SLICE_SIZE = 64
 # The method's adaptation as configured in its README run (lr 1e-6, ele_percent 55, 5 epochs).
 DEMO_ADAPT = AdaptConfig()
 DEMO_SUPERVISED_EPOCHS = 20
-# Robust fine-tune of the backbone (the default uda): measured in benchmarks/results/compare_methods.md.
+# Fine-tune epochs of the robust, source_ft and ttt_joint candidates (benchmarks/results/compare_report_*).
 DEMO_ROBUST_EPOCHS = 40
 # The closing tuning run: trials of search_spaces/demo.yaml (2 epochs on one target volume each).
 DEMO_TUNE_TRIALS = 4

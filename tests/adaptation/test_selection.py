@@ -50,17 +50,13 @@ def test_augmented_source_error_is_the_brain_mae():
     assert augmented_source_error(model, data) == pytest.approx(expected / len(data.inputs), rel=1e-5)
 
 
-def test_choose_model_takes_the_lowest_signal_within_the_source_guard():
-    from uda3d.adaptation.selection import CandidateScore, choose_model
+def test_choose_by_source_psnr_takes_the_highest_and_names_the_others():
+    from uda3d.adaptation.selection import CandidateScore, choose_by_source_psnr
 
-    scores = [CandidateScore("plain", 0.10, 20.0), CandidateScore("robust", 0.08, 19.7),
-              CandidateScore("greedy", 0.05, 19.0)]
-    name, reason = choose_model(scores, "plain", max_source_drop=0.5)
-    assert name == "robust" and "greedy" in reason
-    assert choose_model(scores, "plain", max_source_drop=2.0)[0] == "greedy"
-    assert choose_model(scores[:1] + [CandidateScore("worse", 0.2, 20.5)], "plain", 0.5)[0] == "plain"
-    with pytest.raises(ValueError):
-        choose_model(scores, "missing", 0.5)
+    scores = [CandidateScore("plain", 0.10, 20.0), CandidateScore("robust", 0.05, 19.5),
+              CandidateScore("ttt_joint", 0.09, 20.4)]
+    name, reason = choose_by_source_psnr(scores)
+    assert name == "ttt_joint" and "20.40" in reason and "plain 20.00" in reason and "robust 19.50" in reason
 
 
 def test_kspace_perturbation_is_held_out_reproducible_and_keeps_the_background():

@@ -72,7 +72,8 @@ def test_pick_uda_follows_the_signal_within_the_source_guard_and_never_reads_tar
     results = [_result("no_adaptation", 0, 20.0, {"kspace_source_mae": 0.10}, 18.0),
                _result("robust", 0, 19.8, {"kspace_source_mae": 0.08}, 10.0),      # target score ignored
                _result("ttt_site", 0, 19.0, {"kspace_source_mae": 0.05}, 30.0),    # breaks the 0.5 dB guard
-               _result("supervised", 0, 19.0, {"kspace_source_mae": 0.01}, 40.0)]  # never a candidate
+               _result("supervised", 0, 19.0, {"kspace_source_mae": 0.01}, 40.0),  # never a candidate
+               _result("source_ft", 0, 25.0, {"kspace_source_mae": 0.01}, 40.0)]   # the control: never either
     [pick] = pick_uda(results, _config(signal_usable=True, selection_signal="kspace_source_mae"))
     assert pick["method"] == "robust"
     [pick] = pick_uda(results, _config())        # the default: the highest source-val PSNR

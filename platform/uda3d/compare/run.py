@@ -341,7 +341,8 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
         site_records = [r for r in scorer.signal_records if r["site"] == site_name]
         report["sites"][site_name] = {
             "rows": rows, "picks": picks, "signals": signal_validity(site_records, config),
-            "traces": [t for t in traces if t["site"] == site_name], "signal_records": site_records}
+            "traces": [t for t in traces if t["site"] == site_name], "signal_records": site_records,
+            "results": [asdict(r) for r in results]}
     report["signals_all_sites"] = signal_validity(scorer.signal_records, config)
     report["elapsed_s"] = time.perf_counter() - started
     report["files"] = _write_outputs(workdir, report, config)
@@ -349,10 +350,14 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
 
 
 def pick_uda(results: list[MethodResult], config: CompareConfig) -> list[dict[str, Any]]:
-    """Per seed, the label-free choice of ``uda`` (see the module docstring); never reads target scores."""
+    """Per seed, the label-free choice of ``uda`` (see the module docstring); never reads target scores.
+
+    The pool is the adaptation candidates and ``no_adaptation`` (always safe): never the control
+    ``source_ft``, which ``uda`` is measured against, nor the supervised bound.
+    """
     picks = []
     for seed in sorted({r.seed for r in results}):
-        pool = {r.method: r for r in results if r.seed == seed and r.method != UPPER}
+        pool = {r.method: r for r in results if r.seed == seed and r.method not in (CONTROL, UPPER)}
         if config.signal_usable:
             name, lower = config.selection_signal, dict((n, lo) for n, _, lo in SIGNALS)[config.selection_signal]
             floor = pool[BASELINE].source_val_psnr - config.guards.max_source_drop
