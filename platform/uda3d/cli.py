@@ -194,7 +194,8 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
     backbone = BackboneConfig(generator=args.generator, ngf=args.ngf, ndf=args.ndf, n_layers_d=args.n_layers_d,
                               lr=args.lr, epochs=args.epochs, epochs_decay=args.epochs_decay,
                               grad_accum=args.grad_accum, amp=args.amp, augment=not args.no_augment,
-                              robust_augment=args.robust_augment, robust=_robust_config(args), seed=args.seed)
+                              robust_augment=args.robust_augment, robust=_robust_config(args),
+                              spatial_augment=args.spatial_augment, aux_weight=args.aux_weight, seed=args.seed)
     run = BackboneRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone=backbone,
                       init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
                       preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
@@ -531,6 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-augment", action="store_true", help="turn off the method's rot/flip/jitter augmentation")
     g.add_argument("--robust-augment", action="store_true",
                    help="robust source training: random bias/contrast/blur/noise/monotone remapping of the inputs")
+    g.add_argument("--spatial-augment", action="store_true",
+                   help="random rotation/scaling/shift of inputs and T1 together (anatomy randomisation)")
+    g.add_argument("--aux-weight", type=float, default=_BACKBONE.aux_weight,
+                   help="> 0: grow the auxiliary FLAIR/T2 reconstruction head (test-time-training ready) and train it "
+                        "with this weight (50 in compare-methods' ttt_joint)")
     g.add_argument("--init-checkpoint", type=Path, default=None,
                    help="start from this backbone's networks (e.g. fine-tune a plain backbone with --robust-augment)")
     g.add_argument("--seed", type=_non_negative_int, default=0)
