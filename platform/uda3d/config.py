@@ -66,7 +66,10 @@ def from_dict(cls: type[T], values: dict[str, Any], source: str | None = None) -
             value = tuple(value)
         expected = hints.get(name)
         if dataclasses.is_dataclass(expected) and isinstance(value, dict):
-            value = from_dict(expected, value, source)
+            try:
+                value = from_dict(expected, value, source)
+            except ConfigError as exc:  # name the nested field by its path: ``spatial.rotate_deg``
+                raise ConfigError(f"{name}.{exc.field}", exc.problem, source) from None
         if expected is not None and not _matches(value, expected):
             raise ConfigError(name, f"expected {_describe(expected)}, got {value!r}", source)
         kwargs[name] = value

@@ -82,7 +82,7 @@ def test_backbone_config_reads_the_nested_spatial_config_from_a_dict():
     assert BackboneConfig().spatial_augment is False
     with pytest.raises(ConfigError) as err:
         from_dict(BackboneConfig, {"spatial": {"rotate": 5.0}})
-    assert err.value.field == "rotate"
+    assert err.value.field == "spatial.rotate"   # named by its path
 
 
 def test_backbone_trains_with_spatial_augmentation(monkeypatch):
