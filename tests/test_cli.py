@@ -62,7 +62,8 @@ def test_bad_cli_values_are_one_line_and_exit_2(argv, needle, capsys, tmp_path, 
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--sites", "site-a", "mars"], "--sites: unknown site 'mars'; expected one of ['site-a', 'site-b', 'site-c']"),
+    (["--sites", "site-a", "mars"],
+     "--sites: unknown site 'mars'; expected one of ['site-a', 'site-a-atrophy', 'site-b', 'site-c']"),
     (["--subjects-per-site", "2"], "--subjects-per-site: need at least 3"),
     (["--shape", "8", "64", "64"], "--shape: expected 3 sizes >= 16"),
 ])

@@ -484,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("cohort", cmd_cohort, "generate a synthetic multi-site cohort as a BraTS-layout root")
     p.add_argument("out", type=Path, help="output root (created atomically)")
     p.add_argument("--sites", nargs="+", default=["site-a", "site-b"],
-                   help="site protocols, in domain order (domain1 = first); known: site-a site-b site-c")
+                   help="site protocols, in domain order (domain1 = first); known: site-a site-b site-c, and "
+                        "site-a-atrophy (site-a's protocol, atrophic anatomy)")
     p.add_argument("--subjects-per-site", type=_positive_int, default=9, help="split 60/20/20 into train/val/test")
     p.add_argument("--shape", type=_positive_int, nargs=3, default=[64, 64, 64], metavar=("X", "Y", "Z"),
                    help="grid size over BraTS's 240x240x155 mm field of view (240 240 155 = 1 mm)")
