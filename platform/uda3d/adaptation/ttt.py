@@ -9,7 +9,9 @@
    it), each target step beside the ordinary supervised source step as anchor. The auxiliary loss
    on *held-back* target volumes (fixed damage, so every epoch and candidate sees the same) picks
    the epoch, among those within the source guard: a label-free stop that is not one of the
-   candidate's training transforms (those are the source-side flips and intensity jitter).
+   candidate's training transforms (those are the source-side flips and intensity jitter). Measured
+   on the development cohort, it can be gamed: at lr >= 1e-3 it fell every epoch while target PSNR
+   fell too (``benchmarks/results/dev_sweep.md``), so the default lr keeps TTT close to the identity.
 3. *Per-subject TTT* (``PerSubjectTTT``): a copy of the model is tuned on one target volume's
    auxiliary loss before that volume is synthesized, then thrown away.
 
