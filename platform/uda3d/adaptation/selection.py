@@ -68,7 +68,8 @@ def kspace_perturb(inputs: torch.Tensor, generator: torch.Generator, gibbs_alpha
     import numpy as np
     from monai.transforms import RandGibbsNoise, RandKSpaceSpikeNoise
 
-    from uda3d.data.robust_augment import _rescale_in_mask
+    from uda3d.data.monai_random import apply_seeded
+    from uda3d.data.robust_augment import rescale_in_mask
 
     mask = (inputs > 0).any(dim=0)
     rng = np.random.default_rng(int(torch.randint(2**31 - 1, (1,), generator=generator)))
@@ -77,10 +78,8 @@ def kspace_perturb(inputs: torch.Tensor, generator: torch.Generator, gibbs_alpha
         x = inputs[c:c + 1].float()
         for t in (RandGibbsNoise(prob=1.0, alpha=gibbs_alpha),
                   RandKSpaceSpikeNoise(prob=1.0, intensity_range=spike_intensity)):
-            t.set_random_state(seed=int(rng.integers(2**31 - 1)))
-            y = t(x)
-            x = (y.as_tensor() if hasattr(y, "as_tensor") else torch.as_tensor(y)).float()
-        out.append(_rescale_in_mask(x[0], mask))
+            x = apply_seeded(t, x, rng)
+        out.append(rescale_in_mask(x[0], mask))
     return torch.stack(out).to(inputs.dtype)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from uda3d.config import RobustAugmentConfig
+from uda3d.data.monai_random import apply_seeded
 
 
 def monotone_curve(rng: np.random.Generator, knots: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +38,8 @@ def apply_curve(values: torch.Tensor, curve: tuple[np.ndarray, np.ndarray]) -> t
     return y0 + (v - x0) * (y1 - y0) / (x1 - x0)
 
 
-def _rescale_in_mask(channel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def rescale_in_mask(channel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Min-max rescale one channel inside the brain and zero it outside, as preprocessing does."""
     inside = channel[mask]
     if inside.numel() == 0:
         return torch.zeros_like(channel)
@@ -81,14 +83,12 @@ def robust_augment(inputs: torch.Tensor, generator: torch.Generator,
     for c in range(inputs.shape[0]):
         x = inputs[c:c + 1].float()
         for _, t in intensity_transforms(config, int(rng.integers(3))):
-            t.set_random_state(seed=int(rng.integers(2**31 - 1)))
-            y = t(x)
-            x = (y.as_tensor() if hasattr(y, "as_tensor") else torch.as_tensor(y)).float()  # not a MetaTensor
-            x = _rescale_in_mask(x[0], mask)[None]
+            x = rescale_in_mask(apply_seeded(t, x, rng)[0], mask)[None]
         if config.remap_knots and rng.random() < p:
-            x = _rescale_in_mask(apply_curve(x[0], monotone_curve(rng, config.remap_knots)), mask)[None]
+            x = rescale_in_mask(apply_curve(x[0], monotone_curve(rng, config.remap_knots)), mask)[None]
         out.append(x[0])
     return torch.stack(out).to(inputs.dtype)
 
 
-__all__ = ["RobustAugmentConfig", "apply_curve", "intensity_transforms", "monotone_curve", "robust_augment"]
+__all__ = ["RobustAugmentConfig", "apply_curve", "intensity_transforms", "monotone_curve", "rescale_in_mask",
+           "robust_augment"]

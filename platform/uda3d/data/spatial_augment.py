@@ -19,6 +19,7 @@ import math
 import torch
 
 from uda3d.config import SpatialAugmentConfig
+from uda3d.data.monai_random import plain_tensor
 
 
 def spatial_transform(config: SpatialAugmentConfig, keys: tuple[str, ...]) -> object:
@@ -51,9 +52,7 @@ def spatial_augment(inputs: torch.Tensor, target: torch.Tensor | None, generator
     out = transform(data)
 
     def plain(key: str, like: torch.Tensor) -> torch.Tensor:
-        value = out[key]
-        value = value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value)  # not a MetaTensor
-        return value.to(like.dtype).contiguous()
+        return plain_tensor(out[key]).to(like.dtype).contiguous()
 
     return plain("input", inputs), (plain("target", target) if target is not None else None)
 
