@@ -17,7 +17,7 @@ target batches' ``input``, ``mask`` and ``id`` are read: a target T1 is for scor
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from torch import nn
 from uda3d.config import RobustAugmentConfig, SelfTrainConfig
 from uda3d.data.robust_augment import robust_augment
 from uda3d.training.pix2pix import Pix2PixTrainer
-from uda3d.training.runtime import Precision, autocast, unwrap
+from uda3d.training.runtime import Precision, autocast, cycle_batches, unwrap
 
 Batch = dict[str, Any]
 SPATIAL = (2, 3, 4)  # spatial axes of a (B, C, D, H, W) tensor
@@ -126,16 +126,6 @@ def _key(batch: Batch) -> tuple[str, ...]:
     return tuple(str(i) for i in ids) if isinstance(ids, (list, tuple)) else (str(ids),)
 
 
-def _cycle(batches: Callable[[int], Iterable[Batch]], epoch: int) -> Iterator[Batch]:
-    while True:
-        empty = True
-        for batch in batches(epoch):
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("source_batches yielded no batches; the source anchor step needs at least one")
-
-
 def _pseudo_labels(teacher: nn.Module, batches: Iterable[Batch], config: SelfTrainConfig, rng: torch.Generator,
                    precision: Precision) -> dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor, float, float]]:
     """id -> (pseudo-T1, confidence mask, kept brain fraction, mean brain variance), on the CPU."""
@@ -200,7 +190,7 @@ def self_train(trainer: Pix2PixTrainer, target_batches: Callable[[int], Iterable
             labels = _pseudo_labels(teacher, target_batches(first), config, rng, trainer.precision)
             del teacher
             for epoch in range(first, first + config.epochs):
-                source = _cycle(source_batches, epoch)
+                source = cycle_batches(source_batches, epoch)
                 losses, source_l1, kept, variances = [], [], [], []
                 for batch in tqdm(target_batches(epoch), desc=f"self-training epoch {epoch}", disable=not progress,
                                   leave=False):

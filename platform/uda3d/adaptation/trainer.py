@@ -24,7 +24,7 @@ from uda3d.config import AdaptConfig
 from uda3d.data.slices import SliceConfig
 from uda3d.models.vae2d import SliceEncoder, VolumeEncoder
 from uda3d.training.pix2pix import Pix2PixTrainer
-from uda3d.training.runtime import autocast, unwrap
+from uda3d.training.runtime import autocast, cycle_batches, unwrap
 
 Batch = dict[str, Any]
 
@@ -197,15 +197,10 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
     if progress.records:
         saved[progress.records[-1].epoch] = copy.deepcopy(generator.state_dict())
     for epoch in range(first, trainer.config.epochs + 1):
-        source_iter = iter(source_batches(epoch))
+        source = cycle_batches(source_batches, epoch)
         for i, target in enumerate(target_batches()):
             if trainer.config.source_step:
-                try:
-                    batch = next(source_iter)
-                except StopIteration:
-                    source_iter = iter(source_batches(epoch))
-                    batch = next(source_iter)
-                trainer.backbone.train_step(batch)
+                trainer.backbone.train_step(next(source))
             trainer.target_step(target["input"], references[i % len(references)])
         record = trainer.record(epoch, source_val(), monitor())
         progress.records.append(record)

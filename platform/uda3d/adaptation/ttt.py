@@ -32,7 +32,7 @@ from uda3d.config import TTTConfig
 from uda3d.losses.cross_contrast import auxiliary_loss
 from uda3d.models.ttt import TTTGenerator, encoder_parameters
 from uda3d.training.pix2pix import Pix2PixTrainer
-from uda3d.training.runtime import unwrap
+from uda3d.training.runtime import cycle_batches, unwrap
 
 Batch = dict[str, Any]
 HELD_OUT_SEED = 424242
@@ -103,16 +103,11 @@ def adapt_site(trainer: Pix2PixTrainer, target_batches: Callable[[], Sequence[Ba
     measure(0, float("nan"))
     rng = torch.Generator().manual_seed(config.seed)
     for epoch in range(1, config.epochs + 1):
-        source_iter = iter(source_batches(epoch))
+        source = cycle_batches(source_batches, epoch)
         losses = []
         for batch in target_batches():
             if config.source_step:
-                try:
-                    pair = next(source_iter)
-                except StopIteration:
-                    source_iter = iter(source_batches(epoch))
-                    pair = next(source_iter)
-                trainer.train_step(pair)
+                trainer.train_step(next(source))
             losses.append(target_step(generator, optimiser, batch, rng, config))
         states[epoch] = copy.deepcopy(generator.state_dict())
         measure(epoch, sum(losses) / len(losses))

@@ -1,10 +1,12 @@
-"""Seeding and mixed-precision choices, shared by every training loop."""
+"""Seeding, mixed-precision choices and the source-anchor batch cycle, shared by every training loop."""
 
 from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,3 +50,18 @@ def autocast(device: torch.device, precision: Precision):
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside a DistributedDataParallel wrapper (or the module itself)."""
     return model.module if hasattr(model, "module") else model
+
+
+def cycle_batches(batches: Callable[[int], Iterable[Any]], epoch: int) -> Iterator[Any]:
+    """``batches(epoch)`` over and over: the source pairs an adaptation's anchor steps draw from.
+
+    Adaptations take one source step per target volume, and there may be more target volumes than
+    source pairs; the same epoch's order restarts each time. An empty source raises ValueError.
+    """
+    while True:
+        empty = True
+        for batch in batches(epoch):
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("source batches yielded nothing; the source anchor step needs at least one pair")
