@@ -65,10 +65,18 @@ class TTTGenerator(SITGenerator):
         return self.decode(features)
 
 
+def _parameters(model: nn.Module, prefixes: tuple[str, ...]) -> list[nn.Parameter]:
+    return [p for name, p in model.named_parameters() if name.startswith(prefixes)]
+
+
 def encoder_parameters(model: nn.Module, scope: str = "encoder") -> list[nn.Parameter]:
     """The parameters TTT may change: the shared encoder, or only its first level (``scope="first"``)."""
-    prefixes = ENCODER_PREFIXES if scope == "encoder" else ENCODER_PREFIXES[:1]
-    return [p for name, p in model.named_parameters() if name.startswith(prefixes)]
+    return _parameters(model, ENCODER_PREFIXES if scope == "encoder" else ENCODER_PREFIXES[:1])
+
+
+def auxiliary_task_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What the auxiliary task trains during source training: the shared encoder and the auxiliary head."""
+    return _parameters(model, ENCODER_PREFIXES + (AUX_PREFIX,))
 
 
 def load_generator_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -88,11 +96,3 @@ def load_generator_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
         raise ValueError(f"state does not fit this generator: unexpected {unexpected[:3]}, missing "
                          f"{[k for k in missing if not k.startswith(AUX_PREFIX)][:3]}")
 
-
-def with_auxiliary_head(generator: SITGenerator, ngf: int) -> TTTGenerator:
-    """A ``TTTGenerator`` holding ``generator``'s SIT weights and a fresh auxiliary head."""
-    if not isinstance(generator, SITGenerator):
-        raise TypeError("test-time training needs the SIT generator (the U-Net has no shared encoder API)")
-    model = TTTGenerator(generator.enc1.conv.in_channels, generator.head[1].out_channels, ngf)
-    load_generator_state(model.to(next(generator.parameters()).device), generator.state_dict())
-    return model

@@ -29,7 +29,7 @@ from uda3d.losses.cross_contrast import auxiliary_loss
 from uda3d.losses.pix2pix import generator_loss
 from uda3d.metrics.image import mean_metrics, volume_metrics
 from uda3d.models.factory import build_discriminator, build_generator
-from uda3d.models.ttt import AUX_PREFIX, ENCODER_PREFIXES
+from uda3d.models.ttt import auxiliary_task_parameters
 from uda3d.training.runtime import autocast, resolve_precision, unwrap
 
 Report = Callable[[dict[str, float]], None]
@@ -57,18 +57,16 @@ class Pix2PixTrainer:
         device: where the networks live.
         wrap: applied to each network after it is moved to ``device`` (e.g. Ray's ``prepare_model``).
         rank: this process's rank (varies augmentation between DDP workers).
-        generator: a prebuilt generator (e.g. one with an auxiliary head) instead of the config's.
     """
 
     def __init__(self, config: BackboneConfig, device: torch.device,
-                 wrap: Callable[[nn.Module], nn.Module] | None = None, rank: int = 0,
-                 generator: nn.Module | None = None) -> None:
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, rank: int = 0) -> None:
         torch.manual_seed(config.seed)  # identical initial weights on every rank
         self.config = config
         self.device = device
         self.rank = rank
         wrap = wrap or (lambda m: m)
-        self.generator = wrap((generator if generator is not None else build_generator(config)).to(device))
+        self.generator = wrap(build_generator(config).to(device))
         self.discriminator = wrap(build_discriminator(config).to(device))
         betas = (config.beta1, 0.999)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas)
@@ -77,8 +75,7 @@ class Pix2PixTrainer:
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule)
         # The auxiliary task (aux_weight > 0): its own Adam over the shared encoder and the auxiliary head.
-        self.opt_aux = (torch.optim.Adam([p for n, p in unwrap(self.generator).named_parameters()
-                                          if n.startswith(ENCODER_PREFIXES + (AUX_PREFIX,))], lr=config.lr, betas=betas)
+        self.opt_aux = (torch.optim.Adam(auxiliary_task_parameters(unwrap(self.generator)), lr=config.lr, betas=betas)
                         if config.aux_weight > 0 else None)
         self.precision = resolve_precision(config.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.use_scaler)
