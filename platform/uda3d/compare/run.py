@@ -22,8 +22,9 @@ Every model is scored per subject on ``domain2_test`` (target) and ``domain1_tes
 Target-side methods get target batches *without* their T1 (``Data.unlabelled``), so they cannot
 read it; target T1 serves only the supervised bound, the scores and the oracle columns that tell
 how well each label-free signal ranks candidates (``uda3d.compare.signals``). ``uda`` is the
-label-free pick per seed: the lowest ``selection_signal`` within the source guard when the signal was
-validated on the development cohort, else the documented ``fallback_method``.
+label-free pick per seed: the best ``selection_signal`` (the highest source-val PSNR by default) within
+the source guard when the signal was validated on the development cohort, else the documented
+``fallback_method``.
 """
 
 from __future__ import annotations
@@ -179,22 +180,20 @@ def control_epochs(config: CompareConfig, n_source: int, n_target: int) -> int:
 def load_sites(config: CompareConfig) -> dict[str, Data]:
     """Each target site's data, keyed by its root's folder name; every root must share the source splits."""
     cache = Path(config.workdir) / "cache"
-    roots = (config.dataroot, *config.extra_dataroots)
-    sites = {}
-    for root in roots:
+    sites: dict[str, Data] = {}
+    for root in (config.dataroot, *config.extra_dataroots):
         name = Path(root).resolve().name
         if name in sites:
             raise DataError(root, f"two target roots share the folder name {name!r}; rename one")
-        sites[name] = load_data(root, config.preprocess, cache)
-    first = next(iter(sites.values()))
-    for name, data in sites.items():
-        for split in SOURCE_SPLITS:
-            ids = [it["id"] for it in data.items[split]]
-            if ids != [it["id"] for it in first.items[split]] or any(
-                    not torch.equal(a["input"], b["input"]) for a, b in zip(data.items[split], first.items[split])):
-                raise DataError(Path(roots[list(sites).index(name)]) / split,
+        data = load_data(root, config.preprocess, cache)
+        for split in SOURCE_SPLITS if sites else ():
+            mine, theirs = data.items[split], next(iter(sites.values())).items[split]
+            if [it["id"] for it in mine] != [it["id"] for it in theirs] or any(
+                    not torch.equal(a["input"], b["input"]) for a, b in zip(mine, theirs)):
+                raise DataError(Path(root) / split,
                                 f"differs from {Path(config.dataroot) / split}: --extra-dataroots must share the "
                                 "source splits (generate them with the same seed and source site)")
+        sites[name] = data
     return sites
 
 
@@ -376,7 +375,7 @@ def pick_uda(results: list[MethodResult], config: CompareConfig) -> list[dict[st
 
 def signal_validity(records: list[dict[str, Any]], config: CompareConfig) -> dict[str, dict[str, Any]]:
     """Each signal's Spearman with oracle target PSNR across candidates x seeds x sites, and eligibility."""
-    from uda3d.compare.signals import SignalRecord, SignalSpec, across_candidate_spearman, eligible_signals, usable
+    from uda3d.compare.signals import SignalRecord, SignalSpec, across_candidate_spearman, excluded_candidates, usable
 
     candidates = {m: CANDIDATES[m] for m in {r["method"] for r in records} if m in CANDIDATES}
     out = {}
@@ -384,9 +383,8 @@ def signal_validity(records: list[dict[str, Any]], config: CompareConfig) -> dic
         rows = [SignalRecord(r["method"], r["seed"], r["site"], float(r[name]), r["oracle_psnr"])
                 for r in records if name in r]
         result = across_candidate_spearman(rows, lower_is_better=lower)
-        spec = SignalSpec(name, families)
-        result["eligible"] = bool(eligible_signals([spec], candidates))
-        result["excluded_by"] = sorted(m for m, t in candidates.items() if families & t)
+        result["excluded_by"] = excluded_candidates(SignalSpec(name, families), candidates)
+        result["eligible"] = not result["excluded_by"]
         result["usable"] = usable(result) and result["eligible"]
         out[name] = result
     return out

@@ -80,6 +80,11 @@ def check_signal_independent(signal: SignalSpec, candidate_name: str,
                           "target quality; judge this candidate with a signal built from other perturbations")
 
 
+def excluded_candidates(signal: SignalSpec, candidates: Mapping[str, frozenset[str]]) -> list[str]:
+    """The candidates (sorted) that trained on a perturbation family ``signal`` is built from."""
+    return sorted(name for name, transforms in candidates.items() if signal.transforms & transforms)
+
+
 def eligible_signals(signals: Iterable[SignalSpec], candidates: Mapping[str, frozenset[str]]) -> list[SignalSpec]:
     """The signals whose perturbation families no candidate trained on, in the given order."""
-    return [s for s in signals if not any(s.transforms & t for t in candidates.values())]
+    return [s for s in signals if not excluded_candidates(s, candidates)]
