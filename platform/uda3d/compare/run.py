@@ -198,7 +198,11 @@ def load_sites(config: CompareConfig) -> dict[str, Data]:
 
 
 class _Scorer:
-    """Scores models and computes their label-free signals; collects ``MethodResult``s and signal records."""
+    """Scores models and computes their label-free signals; collects ``MethodResult``s and signal records.
+
+    A model trained on the source only (``shared``) is the same model on every target site: its
+    source-test scores and source-side signals are computed once per (method, seed) and reused.
+    """
 
     def __init__(self, config: CompareConfig, source: Data) -> None:
         from uda3d.adaptation.selection import augmented_source_set, kspace_source_set
@@ -209,26 +213,36 @@ class _Scorer:
                      "kspace_source_mae": kspace_source_set(source.items["domain1_val"], config.selection_copies)}
         self.results: dict[str, list[MethodResult]] = {}
         self.signal_records: list[dict[str, Any]] = []
+        self._source_side: dict[tuple[str, int], tuple[dict, dict[str, float]]] = {}
 
-    def signals(self, generator: torch.nn.Module, site: Data | None, cheap: bool) -> dict[str, float]:
+    def source_side(self, generator: torch.nn.Module, perturbed: bool) -> tuple[dict, dict[str, float]]:
+        """(source-test per-subject metrics, source-val PSNR and the perturbed source-val MAEs)."""
         from uda3d.adaptation.selection import augmented_source_error
+
+        tests = score(generator, self.source.items["domain1_test"])[1]
+        signals = {"source_val_psnr": score(generator, self.source.items["domain1_val"])[0]["psnr"]}
+        if perturbed:
+            signals.update({name: augmented_source_error(generator, s) for name, s in self.sets.items()})
+        return tests, signals
+
+    def record(self, site_name: str, site: Data, method: str, seed: int, generator: torch.nn.Module,
+               note: str = "", per_subject: bool = False, shared: bool = False) -> MethodResult:
+        """Score ``generator`` on target-test and source-test subjects (per-subject TTT: no perturbed signals)."""
         from uda3d.adaptation.ttt import held_out_auxiliary_loss
         from uda3d.models.ttt import TTTGenerator
 
-        out = {"source_val_psnr": score(generator, self.source.items["domain1_val"])[0]["psnr"]}
-        if cheap:
-            out.update({name: augmented_source_error(generator, s) for name, s in self.sets.items()})
-        if site is not None and isinstance(generator, TTTGenerator):
-            out["held_out_aux_loss"] = held_out_auxiliary_loss(generator, site.unlabelled("domain2_val"),
-                                                               self.config.ttt)
-        return out
-
-    def record(self, site_name: str, site: Data, method: str, seed: int, generator: torch.nn.Module,
-               note: str = "", per_subject: bool = False) -> MethodResult:
-        """Score ``generator`` on target-test and source-test subjects (per-subject TTT: no source signals)."""
         target = score(generator, site.items["domain2_test"])[1]
-        source = score(generator, self.source.items["domain1_test"])[1]
-        signals = self.signals(generator, site, cheap=not per_subject)
+        key = (method, seed)
+        if shared and key in self._source_side:
+            source, signals = self._source_side[key]
+        else:
+            source, signals = self.source_side(generator, perturbed=not per_subject)
+            if shared:
+                self._source_side[key] = (source, signals)
+        signals = dict(signals)
+        if isinstance(generator, TTTGenerator):  # held-back volumes of this target site
+            signals["held_out_aux_loss"] = held_out_auxiliary_loss(generator, site.unlabelled("domain2_val"),
+                                                                   self.config.ttt)
         result = MethodResult(method, seed, target, source, signals["source_val_psnr"], signals, note)
         self.results.setdefault(site_name, []).append(result)
         oracle = sum(m["psnr"] for m in target.values()) / len(target)
@@ -289,7 +303,7 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
         for site_name, site in sites.items():
             for name in (BASELINE, CONTROL, "robust", "robust_spatial", "ttt_joint"):
                 if name in source_models and (name in REFERENCE or name in methods):
-                    scorer.record(site_name, site, name, seed, source_models[name].generator)
+                    scorer.record(site_name, site, name, seed, source_models[name].generator, shared=True)
             joint = source_models.get("ttt_joint")
             if joint is not None and methods & {"ttt_site", "ttt_site+subject"}:
                 adapted = copy.deepcopy(joint)
@@ -311,7 +325,7 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
                                   PerSubjectTTT(adapted.generator, config.ttt), per_subject=True)
             if joint is not None and "ttt_subject" in methods:
                 scorer.record(site_name, site, "ttt_subject", seed, PerSubjectTTT(joint.generator, config.ttt),
-                              per_subject=True)
+                              per_subject=True, shared=True)
             if "self_train" in methods:
                 student = copy.deepcopy(source_models["robust"])
                 history = self_train(student, lambda e: site.unlabelled("domain2_train"),
