@@ -93,3 +93,10 @@ def test_signal_validity_rejects_a_signal_built_from_a_candidates_training_trans
     assert result["kspace_source_mae"]["rho_oriented"] > 0.6
     assert math.isnan(result["held_out_aux_loss"]["rho"])            # no TTT model in the records
     assert CANDIDATES["robust"] >= {"intensity"}
+
+
+def test_a_selection_signal_built_from_a_candidates_training_perturbations_is_refused_before_any_training():
+    with pytest.raises(ConfigError, match="'aug_source_mae'.*intensity.*'robust'"):
+        _config(selection_signal="aug_source_mae")
+    _config(selection_signal="aug_source_mae", methods=("ttt_joint", "kl"))     # no candidate trained on it
+    _config(selection_signal="aug_source_mae", signal_usable=False)             # not used to pick: allowed

@@ -91,6 +91,12 @@ class CompareConfig:
         if self.selection_signal not in {name for name, _, _ in SIGNALS}:
             raise ConfigError("--selection-signal", f"expected one of {[n for n, _, _ in SIGNALS]}, "
                                                     f"got {self.selection_signal!r}")
+        if self.signal_usable:  # a signal may not pick among candidates trained on its perturbations
+            from uda3d.compare.signals import SignalSpec, check_signal_independent
+
+            families = next(f for name, f, _ in SIGNALS if name == self.selection_signal)
+            for method in ("no_adaptation", *self.methods):
+                check_signal_independent(SignalSpec(self.selection_signal, families), method, CANDIDATES[method])
         if self.fallback_method not in CANDIDATES:
             raise ConfigError("--fallback-method", f"expected one of {sorted(CANDIDATES)}, got "
                                                    f"{self.fallback_method!r}")
