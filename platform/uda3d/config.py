@@ -154,6 +154,13 @@ def check_fields(config: Any, option_names: bool = False) -> None:
             raise ConfigError(name, f"expected a finite number, got {value}")
 
 
+def require_positive(config: Any, *names: str) -> None:
+    """Raise ``ConfigError`` naming the first of ``names`` whose value is below 1 (counts, sizes, epochs)."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ConfigError(name, f"expected a positive integer, got {getattr(config, name)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class RobustAugmentConfig:
     """Strengths of robust source training's input-intensity augmentation (``uda3d.data.robust_augment``).
@@ -282,9 +289,7 @@ class BackboneConfig:
         check_fields(self)
         if self.generator not in GENERATORS:
             raise ConfigError("generator", f"expected one of {list(GENERATORS)}, got {self.generator!r}")
-        for name in ("ngf", "ndf", "n_layers_d", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"expected a positive integer, got {getattr(self, name)}")
+        require_positive(self, "ngf", "ndf", "n_layers_d", "grad_accum")
         if not 0 < self.lr < 1:
             raise ConfigError("lr", f"expected 0 < lr < 1, got {self.lr}")
         if not 0 <= self.beta1 < 1:
@@ -357,9 +362,7 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for name in ("gf_dim", "latent_channels", "epochs"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"expected a positive integer, got {getattr(self, name)}")
+        require_positive(self, "gf_dim", "latent_channels", "epochs")
         if self.kl_weight < 0:
             raise ConfigError("kl_weight", f"expected >= 0, got {self.kl_weight}")
         if not 0 < self.lr < 1:
@@ -472,9 +475,7 @@ class SelfTrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for name in ("views", "epochs", "rounds"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"expected a positive integer, got {getattr(self, name)}")
+        require_positive(self, "views", "epochs", "rounds")
         if not 0 < self.keep_fraction <= 1:
             raise ConfigError("keep_fraction", f"expected 0 < keep_fraction <= 1, got {self.keep_fraction}")
         if not 0 < self.lr < 1:
