@@ -54,12 +54,15 @@ _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "a non-negative integer")
 
 
-def _add_preprocess_options(p: argparse.ArgumentParser) -> None:
+def _add_preprocess_options(p: argparse.ArgumentParser, stored: bool = False) -> None:
+    """Crop and normalisation flags; ``stored``: a checkpoint's own preprocessing is the default."""
     p.add_argument("--crop-shape", type=_positive_int, nargs=3, metavar=("D", "H", "W"), default=None,
-                   help="crop/pad size after reorientation to IPL (multiples of 8); default: the method's "
-                        "144x192x192-of-155x240x240 ratios scaled to the input")
-    p.add_argument("--normalisation", choices=["minmax", "percentile"], default="minmax",
-                   help="per-volume intensity scaling (default: minmax, as the method)")
+                   help="crop/pad size after reorientation to IPL (multiples of 8); default: "
+                        + ("the checkpoint's" if stored else "the method's 144x192x192-of-155x240x240 ratios "
+                                                               "scaled to the input"))
+    p.add_argument("--normalisation", choices=["minmax", "percentile"], default=None if stored else "minmax",
+                   help="per-volume intensity scaling (default: " + ("the checkpoint's" if stored else
+                                                                     "minmax, as the method") + ")")
 
 
 def _preprocess_config(args: argparse.Namespace):
@@ -278,11 +281,19 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         guards=GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift),
         supervised_epochs=args.supervised_epochs, robust_epochs=args.robust_epochs, slice_size=args.slice_size,
         preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
-        progress=not args.quiet)
+        register_as=args.register_as, device=args.device, resume=args.resume, progress=not args.quiet)
     report = run_pipeline(config)
     print(format_table(report))
     print(f"uda (label-free choice): {report['uda']['selection']['reason']}")
     print(f"method_kl guard: {report['method_kl']['guard']['reason']}")
+    synthesis = report["synthesis"]
+    print(f"synthesized T1 + uncertainty maps: {synthesis['folder']}/<split>/ (quality.csv in each)")
+    if synthesis["outside_source_range"]:
+        print(f"outside the source's intensity range: {', '.join(synthesis['outside_source_range'])}")
+    for part, reason in report["skipped"].items():
+        print(f"skipped {part}: {reason}")
+    if report.get("registered_model"):
+        print(f"registered model: {report['registered_model']['uri']}")
     print(f"report: {Path(args.workdir) / 'report.json'}")
     return 0
 
@@ -428,11 +439,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    from uda3d.synthesis import synthesize_subject
+    from uda3d.inference import load_model, resolve_device
+    from uda3d.synthesis import SynthesisJob, find_subjects, run_synthesis
 
-    path = synthesize_subject(args.model, args.subject_dir, out=args.out, preprocess=_preprocess_config(args),
-                              scale=args.scale)
-    print(f"wrote {path}")
+    subjects = find_subjects(args.path, args.dataroot, tuple(args.split))
+    job = SynthesisJob(subjects=tuple(subjects), out=args.out, overwrite=args.overwrite,
+                       uncertainty=not args.no_uncertainty, scale=args.scale, batch_size=args.batch_size)
+    model = load_model(args.model, resolve_device(args.device),
+                       crop_shape=tuple(args.crop_shape) if args.crop_shape else None,
+                       normalisation=args.normalisation)
+    rows = run_synthesis(model, job, progress=not args.quiet)
+    flagged = [r["subject"] for r in rows if r.get("outside_source_range")]
+    print(f"wrote {len(rows)} synthesized T1 volume(s) to {args.out} ({model.device}); quality estimates in "
+          f"{args.out / 'quality.csv'}")
+    if flagged:
+        print(f"outside the source's intensity range (check these first): {', '.join(flagged)}")
     return 0
 
 
@@ -597,10 +618,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preprocess_options(p)
     _add_scaling_options(p)
 
-    p = add("pipeline", cmd_pipeline, "every stage on a BraTS-layout root: backbone, slices + VAE, adaptation, "
-                                      "supervised bound, evaluation; writes WORKDIR/report.json")
+    p = add("pipeline", cmd_pipeline, "every stage on a BraTS-layout root, with or without target T1: backbone, "
+                                      "adaptation, a synthesized T1 + uncertainty map for every target subject, "
+                                      "a registered MLflow model; bound and scores where target T1 exists; "
+                                      "writes WORKDIR/report.json")
     p.add_argument("--dataroot", type=Path, required=True)
     p.add_argument("--workdir", type=Path, default=Path("uda3d-runs"))
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run in --workdir: stages finished with the same config are skipped")
+    p.add_argument("--register-as", default=_PIPELINE.register_as, help="MLflow registered model name of uda")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="evaluation and synthesis device (auto: CUDA if present); training: --use-gpu")
     p.add_argument("--experiment", default="uda3d")
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--no-tracking", action="store_true")
@@ -720,12 +748,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     _add_preprocess_options(p)
 
-    p = add("synthesize", cmd_synthesize, "write a subject's missing T1 (<subject>_t1_synth.nii.gz) on its own grid")
-    p.add_argument("subject_dir", type=Path, help="a BraTS subject folder with *_flair and *_t2")
-    p.add_argument("--model", type=Path, required=True, help="backbone or adapted checkpoint")
-    p.add_argument("--out", type=Path, default=None, help="output file (default: inside the subject folder)")
+    p = add("synthesize", cmd_synthesize,
+            "write the missing T1 (<prefix>_t1_synth.nii.gz, on each subject's own grid) of a subject, a split or "
+            "a root's splits under --out, with an uncertainty map each and quality.csv")
+    p.add_argument("path", type=Path, nargs="?", default=None, help="a subject folder or a split folder")
+    p.add_argument("--dataroot", type=Path, default=None, help="a BraTS-layout root (with --split)")
+    p.add_argument("--split", nargs="+", default=[], help="the root's split(s) to synthesize, e.g. domain2_test")
+    p.add_argument("--model", type=Path, required=True, help="a uda3d checkpoint (folder or state.pt)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (never inside the dataset)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA if present")
+    p.add_argument("--batch-size", type=_positive_int, default=2, help="subjects per forward pass")
+    p.add_argument("--no-uncertainty", action="store_true",
+                   help="skip the flip test-time-augmentation uncertainty map (4x faster)")
     p.add_argument("--scale", type=float, default=1000.0, help="multiplier for the model's [0, 1] output")
-    _add_preprocess_options(p)
+    _add_preprocess_options(p, stored=True)
 
     p = add("demo", cmd_demo, "synthetic cohort + every stage built so far, on CPU, no download")
     p.add_argument("--workdir", type=Path, default=Path("uda3d-demo"))

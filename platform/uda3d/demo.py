@@ -100,6 +100,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     print(f"[4/{steps}] pipeline: backbone -> robust fine-tune -> slices + VAE -> KL adaptation -> supervised bound "
           "-> label-free choice -> evaluation")
     shutil.rmtree(config.workdir / "ray_results", ignore_errors=True)  # the demo owns its workdir
+    (config.workdir / "stages.json").unlink(missing_ok=True)
     tracking = resolve_tracking(config.workdir, "uda3d-demo")
     result = run_pipeline(PipelineConfig(
         dataroot=str(root), workdir=str(config.workdir), backbone=config.backbone, vae=config.vae,

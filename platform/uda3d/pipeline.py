@@ -1,22 +1,27 @@
-"""``uda3d pipeline``: every stage on a BraTS-layout root, ending in one honest report.
+"""``uda3d pipeline``: every stage on a BraTS-layout root, with or without target T1, ending in one honest report.
 
-backbone (domain1) -> robust fine-tune of it (random input-intensity augmentation, domain1) and the
-budget-matched control ``source_ft`` (the same fine-tune without it: the gain of extra training alone) ->
-slice store + slice VAE (domain1 T1) -> the method's latent-KL adaptation on domain2_val under the
-guards -> supervised fine-tuning on labelled domain2_train (the upper bound, which needs target T1)
--> label-free choice of the ``uda`` model -> evaluation of no adaptation / uda / the method's KL
-adaptation / supervised on domain2_test: per-subject CSV, a comparison figure, and
-``WORKDIR/report.json`` with means, bootstrap CIs, paired Wilcoxon tests between methods, the
-guards' decisions and the Spearman correlation between the KL objective and the target PSNR across
-adaptation checkpoints. Whatever the numbers say is what the report says.
+Before the first stage, ``uda3d.root_plan`` checks the root once and prints what each optional part
+needs and whether it is there. Then: backbone (domain1) -> robust fine-tune of it (random
+input-intensity augmentation) and the budget-matched control ``source_ft`` (the same fine-tune
+without it) and ``ttt_joint`` (with the auxiliary cross-contrast task) -> slice store + slice VAE
+(domain1 T1) -> the method's latent-KL adaptation on the target's adaptation split under the guards
+-> the input harmoniser fitted to that split's inputs -> the label-free choice of ``uda`` -> a
+synthesized T1, an uncertainty map and label-free quality estimates for every subject of every
+target split (``WORKDIR/synth/<split>/``) -> ``uda`` logged as a servable MLflow model and
+registered. Only where target T1 exists: the supervised upper bound (labelled domain2_train and
+domain2_val), the scores of no adaptation / source_ft / uda / method_kl / supervised on domain2_test
+(per-subject CSV, figure, bootstrap CIs, paired Wilcoxon tests), and the Spearman correlation of
+each quality estimate with the true per-subject PSNR. ``WORKDIR/report.json`` names every skipped
+part and why. Target T1 is never read for training, selection or stopping.
 
 ``uda`` is chosen per run without target labels among the plain backbone, its robust fine-tune,
 the robust fine-tune behind a monotone input harmoniser fitted to the unlabeled target inputs, and
-``ttt_joint`` (the fine-tune with the auxiliary cross-contrast task, ``uda3d.adaptation.ttt``): the
-one with the highest source-val PSNR, the signal that ranked candidates by target PSNR on the
-development cohorts (Spearman +0.85 and +0.99, ``benchmarks/results/dev_signals.md``; the augmented
-source-val MAE used before ranked them the wrong way). ``ttt_joint`` is the candidate that beat the
-control there. The report says which and why; no target T1 is involved.
+``ttt_joint``: the one with the highest source-val PSNR, the signal that ranked candidates by target
+PSNR on the development cohorts (Spearman +0.85 and +0.99, ``benchmarks/results/dev_signals.md``).
+
+One MLflow parent run holds the pipeline (params, report, tables, figures, the registered model);
+every stage's run is nested under it. ``resume=True`` skips each stage that finished with the same
+config and reruns from the first changed one (``uda3d.stage_ledger``).
 """
 
 from __future__ import annotations
@@ -38,14 +43,16 @@ from uda3d.config import (
     VAEConfig,
 )
 from uda3d.data.layout import discover
-from uda3d.errors import DataError
+from uda3d.inference import resolve_device
 from uda3d.io.atomic import atomic_file
+from uda3d.root_plan import SCORE_SPLIT, RootPlan, plan_root
 from uda3d.tracking import TrackingConfig
 
-REQUIRED_SPLITS = ("domain1_train", "domain1_val", "domain2_val", "domain2_test")
 METHODS = ("no_adaptation", "source_ft", "uda", "method_kl", "supervised")
 BASELINE, CONTROL = "no_adaptation", "source_ft"
 REPORT = "report.json"
+SYNTH_DIR = "synth"
+QUALITY_ESTIMATES = ("tta_uncertainty", "input_shift")
 SELECTION_RULE = ("highest source-val PSNR: Spearman with target PSNR across candidates +0.85 and +0.99 on the "
                   "development cohorts, but +0.25 and +0.23 on the report cohort (benchmarks/results/dev_signals.md, "
                   "compare_report_*.md), where no candidate beat source_ft on the protocol shift: compare uda with "
@@ -70,113 +77,251 @@ class PipelineConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     scaling: ScalingOptions = field(default_factory=ScalingOptions)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=None))
+    register_as: str = "uda3d"
+    device: str = "auto"
+    resume: bool = False
     progress: bool = True
 
 
-def check_root(dataroot: str | Path) -> None:
-    """The splits the pipeline needs, with T1 on domain2_train and domain2_test for the bounds and scores."""
-    found = discover(dataroot)
-    for name in REQUIRED_SPLITS + ("domain2_train",):
-        if not found.get(name):
-            raise DataError(Path(dataroot) / name, "split is missing or empty; the pipeline needs it")
-    for name in ("domain2_train", "domain2_test"):
-        if not any(s.has_target for s in found[name]):
-            raise DataError(Path(dataroot) / name, "no subject has a T1; the supervised bound and the scores need it")
+def _trained(result) -> dict[str, Any]:
+    return {"checkpoint": result.checkpoint, "mlflow_run_id": result.mlflow_run_id}
+
+
+def _checkpoint_exists(record: dict[str, Any]) -> list[str]:
+    return [record["checkpoint"]]
 
 
 def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
-    """Run every stage and write the report; returns it."""
+    """Run every stage the root allows and write the report; returns it."""
+    from uda3d.stage_ledger import StageLedger
+
+    plan = plan_root(config.dataroot)
+    print("  root check:")
+    for line in plan.lines():
+        print(f"    {line}")
+    workdir = Path(config.workdir)
+    ledger = StageLedger(workdir, config.resume)
+    parent = _parent_run(config, ledger)
+    tracking = dataclasses.replace(config.tracking, parent_run_id=parent) if parent else config.tracking
+    models = train_models(config, plan, ledger, tracking)
+    print("  label-free choice of uda: the highest source-val PSNR among the candidates")
+    candidates = {"no_adaptation": models["backbone"]["checkpoint"], "robust": models["robust"]["checkpoint"],
+                  "robust+harmoniser": models["robust+harmoniser"]["checkpoint"],
+                  "ttt_joint": models["ttt_joint"]["checkpoint"]}
+    selection = ledger.run("select", {"dataroot": config.dataroot}, ("backbone", "robust", "harmoniser", "ttt_joint"),
+                           lambda resume: select_uda(candidates, config))
+    chosen = candidates[selection["chosen"]]
+    print(f"  synthesis: a T1, an uncertainty map and quality estimates for every subject of "
+          f"{', '.join(plan.target_splits)} with uda ({selection['chosen']})")
+    synthesis = ledger.run("synthesis", {"splits": plan.target_splits, "dataroot": config.dataroot}, ("select",),
+                           lambda resume: synthesize_targets(chosen, plan, config),
+                           outputs=lambda r: [row["t1_file"] for rows in r["splits"].values() for row in rows])
+    report: dict[str, Any] = {
+        "dataroot": config.dataroot, "plan": plan.lines(), "skipped": plan.skipped(),
+        "adaptation_split": plan.adapt_split,
+        "uda": {"selection": selection, "checkpoint": chosen},
+        "method_kl": {"guard": models["adapt"]["decision"], "config": asdict(config.adapt),
+                      "checkpoint": models["adapt"]["checkpoint"]},
+        "synthesis": synthesis,
+        "adaptation_history": models["adapt"]["history"],
+        "runs": {name: {k: v for k, v in m.items() if k in ("checkpoint", "mlflow_run_id")}
+                 for name, m in models.items()},
+    }
+    if plan.available("scores"):
+        evaluated = {"no_adaptation": models["backbone"]["checkpoint"],
+                     "source_ft": models["source_ft"]["checkpoint"], "uda": chosen,
+                     "method_kl": models["adapt"]["checkpoint"]}
+        if "supervised" in models:
+            evaluated["supervised"] = models["supervised"]["checkpoint"]
+        for key, value in evaluate_methods(evaluated, config.dataroot, SCORE_SPLIT, config.preprocess,
+                                           workdir, device=resolve_device(config.device)).items():
+            report[key] = {**report[key], **value} if key in report and isinstance(value, dict) else value
+        report["spearman_objective_vs_target_psnr"] = models["adapt"]["decision"]["spearman_objective_vs_target_psnr"]
+    if plan.available("quality_vs_psnr"):
+        report["quality_vs_psnr"] = quality_vs_psnr(chosen, plan, config, synthesis)
+    if parent:
+        report["registered_model"] = ledger.run(
+            "register", {"name": config.register_as}, ("select",),
+            lambda resume: _register(tracking, parent, chosen, config.register_as, selection["chosen"]))
+    report["notes"] = ("Metrics inside the brain mask at data range 1 (psnr/ssim/mae); the method's whole-volume "
+                       "convention as psnr_method/ssim_method. Target T1 is read only for the supervised bound, the "
+                       "scores and the quality-vs-PSNR check, never for adaptation, selection or stopping.")
+    with atomic_file(workdir / REPORT) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    if parent:
+        _log_to_parent(tracking, parent, workdir, report)
+    return report
+
+
+def train_models(config: PipelineConfig, plan: RootPlan, ledger, tracking: TrackingConfig) -> dict[str, dict]:
+    """Every training stage through the ledger: backbone, its fine-tunes, VAE, KL adaptation, harmoniser, bound."""
     from uda3d.adaptation.run import AdaptRun, run_adapt
     from uda3d.data.slice_store import write_slice_store
     from uda3d.data.slices import SliceConfig
     from uda3d.training.backbone_run import BackboneRun, run_backbone
     from uda3d.training.vae_run import VAERun, run_vae
 
-    check_root(config.dataroot)
     workdir = Path(config.workdir)
-    common = {"workdir": str(workdir), "scaling": config.scaling, "tracking": config.tracking,
-              "progress": config.progress}
+    ray_results = workdir / "ray_results"
+    common = {"workdir": str(workdir), "scaling": config.scaling, "tracking": tracking, "progress": config.progress}
+    data = {"dataroot": config.dataroot, "preprocess": asdict(config.preprocess)}
+    models: dict[str, dict] = {}
+
+    def backbone_stage(name: str, backbone: BackboneConfig, init: str | None, upstream: tuple[str, ...] = (),
+                       domain: str = "domain1") -> dict:
+        return ledger.run(name, {**data, "backbone": asdict(backbone), "domain": domain}, upstream,
+                          lambda resume: _trained(run_backbone(BackboneRun(
+                              dataroot=config.dataroot, backbone=backbone, preprocess=config.preprocess,
+                              run_name=name, init_checkpoint=init, source_domain=domain, resume=resume, **common))),
+                          outputs=_checkpoint_exists, run_folder=ray_results / name)
 
     print("  backbone: supervised 3D pix2pix on domain1_train")
-    backbone = run_backbone(BackboneRun(dataroot=config.dataroot, backbone=config.backbone,
-                                        preprocess=config.preprocess, run_name="backbone", **common))
-    robust_config = dataclasses.replace(config.backbone, robust_augment=True, epochs=config.robust_epochs,
-                                        epochs_decay=0, lr=config.backbone.lr * config.robust_lr_factor)
+    models["backbone"] = backbone_stage("backbone", config.backbone, None)
+    start = models["backbone"]["checkpoint"]
+    robust = dataclasses.replace(config.backbone, robust_augment=True, epochs=config.robust_epochs, epochs_decay=0,
+                                 lr=config.backbone.lr * config.robust_lr_factor)
     print(f"  robust fine-tune: {config.robust_epochs} epochs of random input-intensity augmentation on domain1_train")
-    robust = run_backbone(BackboneRun(dataroot=config.dataroot, backbone=robust_config, preprocess=config.preprocess,
-                                      run_name="robust", init_checkpoint=backbone.checkpoint, **common))
+    models["robust"] = backbone_stage("robust", robust, start, ("backbone",))
     print(f"  source_ft control: the same {config.robust_epochs}-epoch fine-tune without robust augmentation")
-    source_ft = run_backbone(BackboneRun(dataroot=config.dataroot,
-                                         backbone=dataclasses.replace(robust_config, robust_augment=False),
-                                         preprocess=config.preprocess, run_name="source_ft",
-                                         init_checkpoint=backbone.checkpoint, **common))
+    models["source_ft"] = backbone_stage("source_ft", dataclasses.replace(robust, robust_augment=False), start,
+                                         ("backbone",))
     print("  ttt_joint: the same fine-tune with the auxiliary cross-contrast task (FLAIR/T2 rebuilt from a damaged "
           "copy) beside T1")
-    joint = run_backbone(BackboneRun(dataroot=config.dataroot,
-                                     backbone=dataclasses.replace(robust_config, robust_augment=False,
-                                                                  aux_weight=JOINT_AUX_WEIGHT),
-                                     preprocess=config.preprocess, run_name="ttt_joint",
-                                     init_checkpoint=backbone.checkpoint, **common))
+    models["ttt_joint"] = backbone_stage(
+        "ttt_joint", dataclasses.replace(robust, robust_augment=False, aux_weight=JOINT_AUX_WEIGHT), start,
+        ("backbone",))
     print(f"  slices + VAE: {config.slice_size}^2 slices of domain1 T1")
     store = workdir / "slices"
-    write_slice_store(config.dataroot, ("domain1_train", "domain1_val"), store, config.preprocess,
-                      SliceConfig(size=config.slice_size), cache_dir=workdir / "cache", overwrite=True,
-                      progress=config.progress)
-    vae = run_vae(VAERun(store=str(store), vae=config.vae, run_name="vae", **common))
+    ledger.run("slices", {**data, "slice_size": config.slice_size}, (),
+               lambda resume: {"store": str(write_slice_store(
+                   config.dataroot, ("domain1_train", "domain1_val"), store, config.preprocess,
+                   SliceConfig(size=config.slice_size), cache_dir=workdir / "cache", overwrite=True,
+                   progress=config.progress).path)},
+               outputs=lambda r: [r["store"]])
+    models["vae"] = ledger.run("vae", {"vae": asdict(config.vae)}, ("slices",),
+                               lambda resume: _trained(run_vae(VAERun(store=str(store), vae=config.vae,
+                                                                      run_name="vae", resume=resume, **common))),
+                               outputs=_checkpoint_exists, run_folder=ray_results / "vae")
     a = config.adapt
-    print(f"  adaptation: latent KL, ele_percent {a.ele_percent}, lr {a.lr}, {a.epochs} epochs, {a.slice_order} "
-          "slices, guards on")
-    adapted = run_adapt(AdaptRun(dataroot=config.dataroot, backbone_checkpoint=backbone.checkpoint,
-                                 vae_checkpoint=vae.checkpoint, adapt=config.adapt, guards=config.guards,
-                                 preprocess=config.preprocess, run_name="adapt", **common))
-    print(f"  supervised upper bound: fine-tune on labelled domain2_train for {config.supervised_epochs} epochs")
-    supervised_config = dataclasses.replace(config.backbone, epochs=config.supervised_epochs, epochs_decay=0)
-    supervised = run_backbone(BackboneRun(dataroot=config.dataroot, backbone=supervised_config,
-                                          preprocess=config.preprocess, source_domain="domain2",
-                                          run_name="supervised", init_checkpoint=backbone.checkpoint, **common))
-    print("  input harmoniser for the robust backbone: monotone curves fitted to domain2_val inputs (no labels)")
-    harmonised = harmonise(robust.checkpoint, config)
-    print("  label-free choice of uda: the highest source-val PSNR among the candidates")
-    candidates = {"no_adaptation": backbone.checkpoint, "robust": robust.checkpoint, "robust+harmoniser": harmonised,
-                  "ttt_joint": joint.checkpoint}
-    selection = select_uda(candidates, config)
-    chosen = candidates[selection["chosen"]]
-    models = {"no_adaptation": backbone.checkpoint, "source_ft": source_ft.checkpoint, "uda": chosen,
-              "method_kl": adapted.checkpoint, "supervised": supervised.checkpoint}
-    report = evaluate_methods(models, config.dataroot, "domain2_test", config.preprocess, workdir)
-    report["uda"]["selection"] = selection
-    report["method_kl"]["guard"] = adapted.decision
-    report["method_kl"]["config"] = asdict(config.adapt)
-    report["spearman_objective_vs_target_psnr"] = adapted.decision["spearman_objective_vs_target_psnr"]
-    report["adaptation_history"] = adapted.history
-    report["runs"] = {"backbone": {"checkpoint": backbone.checkpoint, "mlflow_run_id": backbone.mlflow_run_id},
-                      "robust": {"checkpoint": robust.checkpoint, "mlflow_run_id": robust.mlflow_run_id},
-                      "source_ft": {"checkpoint": source_ft.checkpoint, "mlflow_run_id": source_ft.mlflow_run_id},
-                      "ttt_joint": {"checkpoint": joint.checkpoint, "mlflow_run_id": joint.mlflow_run_id},
-                      "robust+harmoniser": {"checkpoint": harmonised, "mlflow_run_id": robust.mlflow_run_id},
-                      "vae": {"checkpoint": vae.checkpoint, "mlflow_run_id": vae.mlflow_run_id},
-                      "adapt": {"checkpoint": adapted.checkpoint, "mlflow_run_id": adapted.mlflow_run_id},
-                      "supervised": {"checkpoint": supervised.checkpoint, "mlflow_run_id": supervised.mlflow_run_id}}
-    report["notes"] = ("Metrics inside the brain mask at data range 1 (psnr/ssim/mae); the method's whole-volume "
-                       "convention as psnr_method/ssim_method. Slices for the VAE and the adaptation are anatomical "
-                       f"(slice_order={config.adapt.slice_order}). Target T1 is used only for the supervised bound "
-                       "and for evaluation, never for adaptation or checkpoint selection.")
-    with atomic_file(workdir / REPORT) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    return report
+    print(f"  adaptation: latent KL on {plan.adapt_split} (inputs only), ele_percent {a.ele_percent}, lr {a.lr}, "
+          f"{a.epochs} epochs, {a.slice_order} slices, guards on")
+
+    def adapt(resume: bool) -> dict:
+        outcome = run_adapt(AdaptRun(dataroot=config.dataroot, backbone_checkpoint=start,
+                                     vae_checkpoint=models["vae"]["checkpoint"], adapt=a, guards=config.guards,
+                                     preprocess=config.preprocess, run_name="adapt", target_split=plan.adapt_split,
+                                     resume=resume, **common))
+        return {"checkpoint": outcome.checkpoint, "mlflow_run_id": outcome.mlflow_run_id,
+                "decision": outcome.decision, "history": outcome.history}
+
+    models["adapt"] = ledger.run("adapt", {**data, "adapt": asdict(a), "guards": asdict(config.guards),
+                                           "split": plan.adapt_split}, ("backbone", "vae"), adapt,
+                                 outputs=_checkpoint_exists, run_folder=ray_results / "adapt")
+    if plan.available("supervised"):
+        print(f"  supervised upper bound: fine-tune on labelled domain2_train for {config.supervised_epochs} epochs")
+        models["supervised"] = backbone_stage(
+            "supervised", dataclasses.replace(config.backbone, epochs=config.supervised_epochs, epochs_decay=0),
+            start, ("backbone",), domain="domain2")
+    else:
+        print(f"  supervised upper bound: skipped ({plan.skipped()['supervised']})")
+    print(f"  input harmoniser for the robust backbone: monotone curves fitted to {plan.adapt_split} inputs "
+          "(no labels)")
+    models["robust+harmoniser"] = ledger.run(
+        "harmoniser", {**data, "harmoniser": asdict(config.harmoniser), "split": plan.adapt_split}, ("robust",),
+        lambda resume: {"checkpoint": harmonise(models["robust"]["checkpoint"], config, plan.adapt_split),
+                        "mlflow_run_id": models["robust"]["mlflow_run_id"]},
+        outputs=_checkpoint_exists)
+    return models
 
 
-def harmonise(checkpoint: str, config: PipelineConfig) -> str:
-    """Fit the SW input harmoniser (domain2_val inputs -> domain1_train inputs) and save it with ``checkpoint``."""
+def synthesize_targets(checkpoint: str, plan: RootPlan, config: PipelineConfig) -> dict[str, Any]:
+    """Synthesize every target subject of every target split into ``WORKDIR/synth/<split>/``."""
+    from uda3d.inference import load_model
+    from uda3d.synthesis import SynthesisJob, run_synthesis
+
+    model = load_model(checkpoint, resolve_device(config.device))
+    found = discover(config.dataroot, plan.target_splits)
+    splits = {}
+    for name in plan.target_splits:
+        job = SynthesisJob(subjects=tuple(found[name]), out=Path(config.workdir) / SYNTH_DIR / name, overwrite=True)
+        splits[name] = run_synthesis(model, job, progress=config.progress)
+    flagged = [row["subject"] for rows in splits.values() for row in rows if row.get("outside_source_range")]
+    return {"checkpoint": checkpoint, "folder": str(Path(config.workdir) / SYNTH_DIR), "splits": splits,
+            "outside_source_range": flagged}
+
+
+def quality_vs_psnr(checkpoint: str, plan: RootPlan, config: PipelineConfig,
+                    synthesis: dict[str, Any]) -> dict[str, Any]:
+    """Spearman of each label-free quality estimate with uda's true per-subject PSNR (target T1 read here only)."""
+    from uda3d.evaluation import evaluate_generator, load_generator
+    from uda3d.metrics.summary import spearman
+
+    generator = load_generator(checkpoint, resolve_device(config.device))
+    psnr = {}
+    for scores in evaluate_generator(generator, config.dataroot, plan.target_splits, config.preprocess,
+                                     Path(config.workdir) / "cache"):
+        psnr.update({s: m["psnr"] for s, m in scores.per_subject.items()})
+    rows = [row for rows in synthesis["splits"].values() for row in rows if row["subject"] in psnr]
+    out: dict[str, Any] = {"subjects": len(rows), "expected_sign": "negative (higher estimate, lower PSNR)"}
+    for estimate in QUALITY_ESTIMATES:
+        pairs = [(float(r[estimate]), psnr[r["subject"]]) for r in rows if r.get(estimate) is not None]
+        if len(pairs) >= 3:
+            out[estimate] = {"spearman": spearman([p[0] for p in pairs], [p[1] for p in pairs]), "n": len(pairs)}
+    return out
+
+
+def _parent_run(config: PipelineConfig, ledger) -> str | None:
+    """The pipeline's MLflow run (continued on --resume); its params go in one batch."""
+    from uda3d.tracking import Tracker
+
+    if config.tracking.uri is None:
+        return None
+    recorded = ledger.records.get("mlflow_parent", {}).get("result", {}).get("run_id")
+    tracker = Tracker(config.tracking)
+    params = {k: v for k, v in asdict(config).items() if k not in ("tracking", "progress", "resume")}
+    run_id = tracker.start("pipeline", params=None if recorded else params, tags={"stage": "pipeline"},
+                           run_id=recorded)
+    if not recorded:
+        ledger.note("mlflow_parent", {"run_id": run_id})
+    return run_id
+
+
+def _register(tracking: TrackingConfig, run_id: str, checkpoint: str, name: str, chosen: str) -> dict[str, str]:
+    from uda3d.serving import log_servable_model
+
+    print(f"  registering uda ({chosen}) as an MLflow pyfunc model: {name}")
+    return log_servable_model(tracking, run_id, checkpoint, name, tags={"candidate": chosen})
+
+
+def _log_to_parent(tracking: TrackingConfig, run_id: str, workdir: Path, report: dict[str, Any]) -> None:
+    """The report, tables and figures on the parent run, which then ends."""
+    from uda3d.tracking import Tracker
+
+    tracker = Tracker(tracking)
+    tracker.start("pipeline", run_id=run_id)
+    for name in (REPORT, "per_subject.csv", "comparison.png"):
+        if (workdir / name).is_file():
+            tracker.log_artifact(workdir / name)
+    for folder in sorted((workdir / SYNTH_DIR).glob("*/quality.csv")):
+        tracker.log_artifact(folder, f"quality/{folder.parent.name}")
+    metrics = {f"{m}_{k}": report[m][k] for m in METHODS if m in report and isinstance(report[m], dict)
+               for k in ("psnr", "ssim", "mae") if k in report[m]}
+    if metrics:
+        tracker.log_metrics(metrics, step=0)
+    tracker.end()
+
+
+def harmonise(checkpoint: str, config: PipelineConfig, target_split: str = "domain2_val") -> str:
+    """Fit the SW input harmoniser (``target_split`` inputs -> domain1_train inputs) and save it with ``checkpoint``."""
     from uda3d.adaptation.input_maps import fit_harmoniser
-    from uda3d.data.datasets import unpaired_dataset
+    from uda3d.data.datasets import input_dataset
     from uda3d.training.checkpoint import load_state, save_state
 
     cache = Path(config.workdir) / "cache"
-    found = discover(config.dataroot, ("domain1_train", "domain2_val"))
+    found = discover(config.dataroot, ("domain1_train", target_split))
     inputs = {name: [d[i]["input"] for i in range(len(d))]
-              for name, d in ((n, unpaired_dataset(found[n], config.preprocess, cache)) for n in found)}
-    harmoniser, history = fit_harmoniser(inputs["domain2_val"], inputs["domain1_train"], config.harmoniser)
+              for name, d in ((n, input_dataset(found[n], config.preprocess, cache)) for n in found)}
+    harmoniser, history = fit_harmoniser(inputs[target_split], inputs["domain1_train"], config.harmoniser)
     out = Path(config.workdir) / "adapted" / "robust+harmoniser"
     save_state(out, {**load_state(checkpoint), "harmoniser": harmoniser.state_dict(),
                      "harmoniser_config": asdict(config.harmoniser), "harmoniser_loss": history[-1]})
@@ -209,13 +354,13 @@ def select_uda(candidates: dict[str, str], config: PipelineConfig) -> dict[str, 
 
 
 def evaluate_methods(models: dict[str, str], dataroot: str | Path, split: str, preprocess: PreprocessConfig,
-                     workdir: str | Path) -> dict[str, Any]:
+                     workdir: str | Path, device: str | Any = "cpu") -> dict[str, Any]:
     """Score each checkpoint on ``split``: means, summaries, paired Wilcoxon vs no adaptation, CSV and figure."""
     from uda3d.evaluation import comparison_figure, evaluate_generator, load_generator
     from uda3d.metrics.summary import paired_wilcoxon, summarise, write_per_subject_csv
 
     workdir = Path(workdir)
-    generators = {name: load_generator(path) for name, path in models.items()}
+    generators = {name: load_generator(path, device) for name, path in models.items()}
     per_subject = {}
     for name, generator in generators.items():
         [scores] = evaluate_generator(generator, dataroot, (split,), preprocess, workdir / "cache")
@@ -239,7 +384,9 @@ def evaluate_methods(models: dict[str, str], dataroot: str | Path, split: str, p
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The before/after table the demo and the pipeline print."""
+    """The before/after table the demo and the pipeline print (or why there are no scores)."""
+    if "split" not in report:
+        return f"scores: skipped ({report['skipped'].get('scores', 'no target T1')})"
     lines = [f"{report['split']}: mean over subjects (inside the brain, data range 1)",
              f"  {'method':<16}{'PSNR (dB)':>10}{'SSIM':>8}{'MAE':>8}"]
     for name in (n for n in METHODS if n in report):

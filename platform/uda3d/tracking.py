@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_URI = "MLFLOW_TRACKING_URI"
+PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class TrackingConfig:
     uri: str | None
     experiment: str = "uda3d"
     artifact_root: str | None = None
+    parent_run_id: str | None = None  # new runs are nested under it (the pipeline's run)
 
 
 def resolve_tracking(workdir: str | Path, experiment: str, uri: str | None = None) -> TrackingConfig:
@@ -106,12 +108,22 @@ class Tracker:
             self._logged_through = max((m.step for m in history), default=None)
         else:
             exp_id = ensure_experiment(self.config)
-            run = self._client.create_run(exp_id, run_name=run_name, tags=dict(tags or {}))
+            tags = dict(tags or {})
+            if self.config.parent_run_id:
+                tags.setdefault("mlflow.parentRunId", self.config.parent_run_id)
+            run = self._client.create_run(exp_id, run_name=run_name, tags=tags)
             self.run_id = run.info.run_id
             if params:
-                for key, value in flatten(params).items():
-                    self._client.log_param(self.run_id, key, value[:6000])
+                self.log_params(params)
         return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Every (flattened) param in one ``log_batch`` call per MLflow's 100-param limit."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            self._client.log_batch(self.run_id, params=items[start:start + PARAMS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         if self.enabled:
@@ -162,29 +174,6 @@ def finish_open_runs(config: TrackingConfig | None, tags_by_run: Mapping[str, Ma
             client.set_terminated(run_id, status="FINISHED")
             ended.append(run_id)
     return ended
-
-
-def register_model(config: TrackingConfig, run_id: str, directory: str | Path, name: str, alias: str,
-                   tags: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Log ``directory`` to ``run_id`` as ``model/`` and register it as ``name`` with ``alias``.
-
-    The registered artifact is a plain checkpoint folder (``state.pt``), so
-    ``mlflow.artifacts.download_artifacts("models:/NAME@ALIAS")`` hands back what ``uda3d synthesize`` reads.
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=config.uri)
-    client.log_artifacts(run_id, str(directory), "model")
-    try:
-        client.create_registered_model(name)
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    source = f"{client.get_run(run_id).info.artifact_uri}/model"
-    version = client.create_model_version(name, source, run_id=run_id, tags=dict(tags or {}))
-    client.set_registered_model_alias(name, alias, version.version)
-    return {"name": name, "version": str(version.version), "alias": alias, "uri": f"models:/{name}@{alias}"}
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,12 @@ def _args(space: Path, cohort: Path, trained, work: Path) -> list[str]:
             "--workdir", str(work), "--max-source-drop", "100", "--max-intensity-drift", "100", "--quiet"]
 
 
-def test_tune_four_trials_interrupted_and_resumed(ray_address, tiny_cohort, tiny_trained, tmp_path, capsys):
+def test_tune_four_trials_interrupted_and_resumed(ray_address, tiny_cohort, tiny_trained, tmp_path, capsys,
+                                                  monkeypatch):
     """One study, interrupted after its first report and resumed: what a user gets after a pre-emption
     must be what an uninterrupted study gives (TPE's proposals, ASHA's stop, one MLflow child per trial)."""
+    import numpy as np
     import optuna
-    from mlflow.artifacts import download_artifacts
     from mlflow.tracking import MlflowClient
 
     space = tmp_path / "space.yaml"
@@ -120,15 +121,20 @@ def test_tune_four_trials_interrupted_and_resumed(ray_address, tiny_cohort, tiny
     eligible = [r for r in summary["rows"] if r["guard_ok"]]
     assert best["augmented_source_mae"] == min(r["augmented_source_mae"] for r in eligible)
     assert summary["registered_model"]["uri"] == "models:/uda3d-adapted@champion"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
-        local = download_artifacts(artifact_uri="models:/uda3d-adapted@champion", dst_path=str(tmp_path / "champ"))
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+    # the champion is a servable pyfunc model: it predicts what `uda3d synthesize` writes from its checkpoint
+    import mlflow.pyfunc
+    import nibabel as nib
+    import pandas as pd
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    served = mlflow.pyfunc.load_model("models:/uda3d-adapted@champion")
     subject = sorted((tiny_cohort / "domain2_test").iterdir())[0]
-    out_file = tmp_path / "synth.nii.gz"
-    assert main(["synthesize", str(subject), "--model", local, "--out", str(out_file)]) == 0
-    assert out_file.is_file()
+    files = {m: str(next(subject.glob(f"*_{m}.nii.gz"))) for m in ("flair", "t2")}
+    [volume] = served.predict(pd.DataFrame([files]))
+    assert main(["synthesize", str(subject), "--model", best["checkpoint"], "--out", str(tmp_path / "synth"),
+                 "--quiet"]) == 0
+    written = nib.load(str(tmp_path / "synth" / f"{subject.name}_t1_synth.nii.gz")).get_fdata(dtype=np.float32)
+    np.testing.assert_allclose(volume, written, atol=1e-5)
     assert "registered: models:/uda3d-adapted@champion" in out
     # uda3d compare: the four trials side by side from MLflow's search API, best target PSNR first
     assert main(["compare", "--workdir", str(work), "--filter", "tags.stage = 'tune-trial'",

@@ -50,6 +50,7 @@ class AdaptRun:
     source_domain: str = "domain1"
     target_domain: str = "domain2"
     run_name: str = "adapt"
+    target_split: str | None = None  # the unlabeled volumes adapted on (default <target_domain>_val)
     resume: bool = False
     progress: bool = True
     verbose: bool = False
@@ -78,7 +79,7 @@ def run_adapt(run: AdaptRun) -> AdaptOutcome:
     from uda3d.training.ray_runtime import launch, run_folder
 
     src_train, src_val = f"{run.source_domain}_train", f"{run.source_domain}_val"
-    tgt_adapt, tgt_test = f"{run.target_domain}_val", f"{run.target_domain}_test"
+    tgt_adapt, tgt_test = run.target_split or f"{run.target_domain}_val", f"{run.target_domain}_test"
     splits = discover(run.dataroot)
     for name in (src_train, src_val, tgt_adapt):
         if not splits.get(name):
@@ -88,14 +89,15 @@ def run_adapt(run: AdaptRun) -> AdaptOutcome:
         if what == "VAE" and "slice_config" not in state:
             raise DataError(path, "VAE checkpoint has no slice_config; train it with 'uda3d train-vae'")
     folder = run_folder(run.storage_path, run.run_name, run.resume)
-    used = [s for s in (src_train, src_val, tgt_adapt, tgt_test) if s in splits]
-    preprocess_root(run.dataroot, run.preprocess, Path(run.workdir) / "cache", splits=tuple(used),
+    # the target splits' inputs are loaded by the workers, which never open a target T1 for training
+    preprocess_root(run.dataroot, run.preprocess, Path(run.workdir) / "cache", splits=(src_train, src_val),
                     progress=run.progress)
+    scored = tgt_test in splits and any(s.has_target for s in splits[tgt_test])
     ensure_experiment(run.tracking)
     payload = {
         "dataroot": str(Path(run.dataroot).resolve()), "cache_dir": str((Path(run.workdir) / "cache").resolve()),
         "splits": {"source_train": src_train, "source_val": src_val, "target": tgt_adapt,
-                   "target_test": tgt_test if tgt_test in splits else None},
+                   "target_test": tgt_test if scored else None},
         "backbone_checkpoint": str(Path(run.backbone_checkpoint).resolve()),
         "vae_checkpoint": str(Path(run.vae_checkpoint).resolve()),
         "adapt": asdict(run.adapt), "guards": asdict(run.guards), "preprocess": asdict(run.preprocess),
@@ -120,14 +122,14 @@ def adapt_worker(payload: dict[str, Any]) -> None:
 
     from uda3d.adaptation.trainer import AdaptProgress, AdaptTrainer, fit_adapt
     from uda3d.config import BackboneConfig, VAEConfig
-    from uda3d.data.datasets import paired_dataset, unpaired_dataset
+    from uda3d.data.datasets import input_dataset, paired_dataset
     from uda3d.data.slice_store import steps_per_epoch
     from uda3d.data.slices import SliceConfig
     from uda3d.evaluation import evaluate_generator
     from uda3d.io.atomic import atomic_dir
     from uda3d.metrics.summary import spearman
     from uda3d.models.vae2d import SliceVAE
-    from uda3d.training.checkpoint import save_state
+    from uda3d.training.checkpoint import inference_meta, save_state
     from uda3d.training.pix2pix import Pix2PixTrainer
     from uda3d.training.ray_runtime import EpochReporter, quiet_worker_logs, restore_state, start_tracking
     from uda3d.training.runtime import unwrap
@@ -163,8 +165,8 @@ def adapt_worker(payload: dict[str, Any]) -> None:
     steps = steps_per_epoch(len(targets), world)
     # Rank r takes volumes r, r + W, ... and wraps around, so every rank takes the same number of steps.
     mine = [targets[i % len(targets)] for i in range(rank, steps * world, world)]
-    target_set = unpaired_dataset(mine, preprocess, cache)
-    all_targets = unpaired_dataset(targets, preprocess, cache)
+    target_set = input_dataset(mine, preprocess, cache)
+    all_targets = input_dataset(targets, preprocess, cache)
     references = [source_train[i]["target"][None] for i in range(len(source_train))]
 
     params = {"adapt": asdict(adapt), "guards": asdict(guards), "target_volumes": len(targets),
@@ -210,7 +212,7 @@ def adapt_worker(payload: dict[str, Any]) -> None:
         tracker.log_metrics({"spearman_objective_vs_target_psnr": rho}, step=len(history))
         out = Path(payload["output_dir"])
         with atomic_dir(out, overwrite=True) as staged:  # the kept model and its decision appear together
-            save_state(staged, {**backbone.state_dict(), "adapt": asdict(adapt),
+            save_state(staged, {**backbone.state_dict(), **inference_meta(backbone_state), "adapt": asdict(adapt),
                                 "kept_epoch": result.decision.kept_epoch})
             (staged / DECISION_FILE).write_text(json.dumps({"decision": decision, "history": history}, indent=2)
                                                 + "\n")

@@ -66,3 +66,9 @@ def unpaired_dataset(subjects: list[Subject], config: PreprocessConfig,
                      cache_dir: str | Path | None = None) -> VolumeDataset:
     """Target-site inputs for adaptation; T1 is served only where it exists, for evaluation."""
     return VolumeDataset(subjects, config, cache_dir, require_target=False)
+
+
+def input_dataset(subjects: list[Subject], config: PreprocessConfig,
+                  cache_dir: str | Path | None = None) -> VolumeDataset:
+    """Inputs only (FLAIR, T2 and the brain mask): T1 files are never opened, even where they exist."""
+    return VolumeDataset([s.inputs_only() for s in subjects], config, cache_dir, require_target=False)

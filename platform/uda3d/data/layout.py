@@ -9,6 +9,8 @@ Any subset of the splits is a valid root.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,10 @@ class Subject:
     def has_target(self) -> bool:
         return TARGET_MODALITY in self.files
 
+    def inputs_only(self) -> Subject:
+        """This subject without its T1: what every target-side step reads, so none of them can touch it."""
+        return dataclasses.replace(self, files={m: p for m, p in self.files.items() if m != TARGET_MODALITY})
+
 
 def missing_modality(modality: str) -> str:
     """The one wording for a missing modality, naming the file pattern that was expected."""
@@ -66,6 +72,8 @@ def scan_subject(folder: Path, domain: str, phase: str) -> Subject:
         modality = modality_of(path.name)
         if modality is None:
             continue
+        if modality == TARGET_MODALITY and not os.access(path, os.R_OK):
+            continue  # an unreadable T1 is an absent one: T1 is optional everywhere, the inputs are not
         if modality in files:
             duplicates.setdefault(modality, [files[modality]]).append(path)
         else:

@@ -21,6 +21,7 @@ from uda3d.data.transforms import (
     CropBox,
     auto_shape,
     centred_box,
+    covering_shape,
     crop,
     minmax_normalise,
     percentile_normalise,
@@ -54,8 +55,13 @@ class PreprocessedSubject:
     affine: np.ndarray
 
 
-def preprocess_subject(subject: Subject, config: PreprocessConfig) -> PreprocessedSubject:
-    """Load, check, reorient, crop and normalise one subject (no cache)."""
+def preprocess_subject(subject: Subject, config: PreprocessConfig, cover_brain: bool = False) -> PreprocessedSubject:
+    """Load, check, reorient, crop and normalise one subject (no cache).
+
+    ``cover_brain`` widens the crop, axis by axis, to the brain's extent (a multiple of 8) where the
+    configured crop would cut brain off: inference then runs over it window by window instead of
+    losing the voxels outside the crop.
+    """
     for modality in INPUT_MODALITIES:
         if modality not in subject.files:
             raise DataError(subject.folder, missing_modality(modality))
@@ -71,6 +77,8 @@ def preprocess_subject(subject: Subject, config: PreprocessConfig) -> Preprocess
     for array in oriented[: len(INPUT_MODALITIES)]:
         brain |= array > 0
     shape = config.shape if config.shape is not None else auto_shape(oriented[0].shape)
+    if cover_brain:
+        shape = covering_shape(brain, shape)
     box = centred_box(brain, shape)
     normalise = (lambda a: minmax_normalise(a)[0]) if config.normalisation == "minmax" else percentile_normalise
     channels = np.stack([normalise(crop(a, box)) for a in oriented]).astype(np.float32)

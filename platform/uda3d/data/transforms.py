@@ -63,6 +63,13 @@ def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx.min(axis=0), idx.max(axis=0) + 1
 
 
+def covering_shape(mask: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """``shape``, widened on each axis where the mask's bounding box is longer, to a multiple of 8."""
+    lo, hi = bounding_box(mask)
+    return tuple(max(int(size), -(-int(top - bottom) // SHAPE_MULTIPLE) * SHAPE_MULTIPLE)
+                 for size, bottom, top in zip(shape, lo, hi))  # type: ignore[return-value]
+
+
 def centred_box(mask: np.ndarray, shape: tuple[int, int, int]) -> CropBox:
     """A window of ``shape`` centred on the mask's bounding box, kept inside the image where it fits."""
     lo, hi = bounding_box(mask)

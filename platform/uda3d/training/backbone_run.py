@@ -137,6 +137,7 @@ def backbone_worker(payload: dict[str, Any]) -> None:
     train_name, val_name = payload["splits"]
     train_set = paired_dataset(subjects[train_name], preprocess, payload["cache_dir"])
     val_set = paired_dataset(subjects[val_name], preprocess, payload["cache_dir"])
+    meta = inference_record(train_set, preprocess) if rank == 0 else {}
     loader = ray.train.torch.prepare_data_loader(
         DataLoader(train_set, batch_size=1, shuffle=True, generator=torch.Generator().manual_seed(config.seed)))
 
@@ -148,18 +149,30 @@ def backbone_worker(payload: dict[str, Any]) -> None:
     def on_epoch_end(t: Pix2PixTrainer, metrics: dict[str, float]) -> None:
         digests = gather_strings(weights_digest(unwrap(t.generator)))
         metrics["ranks_in_sync"] = float(len(set(digests)) == 1)
-        report_epoch(t.state_dict() if rank == 0 else {}, metrics)
+        report_epoch({**t.state_dict(), **meta} if rank == 0 else {}, metrics)
         if int(metrics["epoch"]) == config.total_epochs:
             tracker.set_tags({f"weights_sha1_rank{i}": d for i, d in enumerate(digests)})
 
     fit_backbone(trainer, train_batches, (lambda: DataLoader(val_set, batch_size=1)) if rank == 0 else None,
                  report=lambda m: None, on_epoch_end=on_epoch_end, progress=payload["progress"] and rank == 0)
     if rank == 0 and tracker.enabled:
-        _log_final_artifacts(tracker, trainer, val_set, run_id)
+        _log_final_artifacts(tracker, trainer, val_set, run_id, meta)
     tracker.end()
 
 
-def _log_final_artifacts(tracker: Tracker, trainer, val_set, run_id: str | None) -> None:
+def inference_record(train_set, preprocess: PreprocessConfig) -> dict[str, Any]:
+    """What a checkpoint needs to be run alone: preprocessing, the trained crop, the source intensity reference."""
+    from uda3d.quality import intensity_quantiles, source_reference
+
+    quantiles = []
+    for i in range(len(train_set)):
+        item = train_set.load(i)
+        quantiles.append(intensity_quantiles(item.inputs, item.mask))
+    return {"preprocess": asdict(preprocess), "input_shape": list(train_set.load(0).inputs.shape[1:]),
+            "source_reference": source_reference(quantiles)}
+
+
+def _log_final_artifacts(tracker: Tracker, trainer, val_set, run_id: str | None, meta: dict[str, Any]) -> None:
     """The final checkpoint and a slice figure of the first validation subject, to MLflow."""
     from uda3d.training.checkpoint import save_state
     from uda3d.viz import synthesis_figure
@@ -167,7 +180,7 @@ def _log_final_artifacts(tracker: Tracker, trainer, val_set, run_id: str | None)
     item = val_set[0]
     output = trainer.predict(item["input"][None])[0, 0].numpy()
     with tempfile.TemporaryDirectory() as directory:
-        save_state(directory, {**trainer.state_dict(), "mlflow_run_id": run_id or ""})
+        save_state(directory, {**trainer.state_dict(), **meta, "mlflow_run_id": run_id or ""})
         tracker.log_artifacts(directory, "checkpoint")
         figure = synthesis_figure(Path(directory) / CHECKPOINT_DIR_FIGURE, item["input"].numpy(),
                                   item["target"][0].numpy(), output,

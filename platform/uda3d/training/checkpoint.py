@@ -18,6 +18,14 @@ from uda3d.errors import DataError
 from uda3d.io.atomic import atomic_file
 
 STATE_FILE = "state.pt"
+# What inference needs besides the networks: the preprocessing config, the crop trained on and the
+# source's intensity reference (``uda3d.quality``). Every stage that derives a model copies them on.
+INFERENCE_KEYS = ("preprocess", "input_shape", "source_reference")
+
+
+def inference_meta(state: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``state`` a derived checkpoint must carry on so it can be run alone."""
+    return {key: state[key] for key in INFERENCE_KEYS if key in state}
 
 
 def save_state(directory: str | Path, state: dict[str, Any]) -> Path:

@@ -76,7 +76,7 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     from uda3d.data.slices import SliceConfig
     from uda3d.models.vae2d import SliceVAE
     from uda3d.tracking import Tracker
-    from uda3d.training.checkpoint import load_state, save_state
+    from uda3d.training.checkpoint import inference_meta, load_state, save_state
 
     torch.set_num_threads(max(1, int(payload["cpus_per_trial"])))
     adapt = from_dict(AdaptConfig, {**payload["fixed"], **flat_config(config)})
@@ -118,7 +118,8 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
         # "epoch" is logged too: a resumed trial's tracker skips the epochs its MLflow run already holds
         tracker.log_metrics({k: v for k, v in out.items() if k != "mlflow_run_id_set"}, step=epoch)
         with tempfile.TemporaryDirectory() as tmp:
-            save_state(Path(tmp), {**backbone.state_dict(), "adapt": asdict(adapt), "epoch": epoch,
+            save_state(Path(tmp), {**backbone.state_dict(), **inference_meta(state), "adapt": asdict(adapt),
+                                   "epoch": epoch,
                                    "adapt_progress": trainer.progress.to_state(),
                                    "mlflow_run_id": tracker.run_id or ""})
             ray.tune.report({**out, "mlflow_run_id": tracker.run_id or ""},
@@ -262,13 +263,13 @@ def choose_best(rows: list[dict[str, Any]], space: SearchSpace) -> dict[str, Any
 
 
 def register_champion(run: TuneRun, best: dict[str, Any]) -> dict[str, Any]:
-    """Log the best trial's generator to its MLflow run and register it with the alias ``champion``."""
-    from uda3d.tracking import register_model
+    """Log the best trial's model to its MLflow run as a servable pyfunc and register it with the alias ``champion``."""
+    from uda3d.serving import log_servable_model
 
     if run.tracking.uri is None or not best["mlflow_run_id"]:
         return {}
-    return register_model(run.tracking, best["mlflow_run_id"], best["checkpoint"], run.registered_model, "champion",
-                          tags={"study": run.space.name})
+    return log_servable_model(run.tracking, best["mlflow_run_id"], best["checkpoint"], run.registered_model,
+                              alias="champion", tags={"study": run.space.name})
 
 
 def run_tune(run: TuneRun) -> dict[str, Any]:
