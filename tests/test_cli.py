@@ -142,6 +142,8 @@ def test_demo_runs_every_stage(local_ray, tmp_path, capsys):
                                        "uda_vs_source_ft", "method_kl_vs_source_ft", "supervised_vs_source_ft"}
     assert (tmp_path / "demo" / "per_subject.csv").is_file() and (tmp_path / "demo" / "comparison.png").is_file()
     assert (tmp_path / "demo" / "mlflow.db").is_file()
+    assert "uda registered as models:/uda3d/1" in out
+    assert len(list((tmp_path / "demo" / "synth" / "domain2_test").glob("*_t1_synth.nii.gz"))) == 1
     # the closing tuning run: 2 trials, nested under one study run, and where to look
     tune = json.loads((tmp_path / "demo" / "tune" / "demo" / "summary.json").read_text())
     assert tune["trials"] == tune["planned"] == 2

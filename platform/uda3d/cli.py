@@ -316,7 +316,8 @@ def cmd_compare_methods(args: argparse.Namespace) -> int:
         ttt=TTTConfig(epochs=args.ttt_epochs, subject_steps=args.ttt_subject_steps),
         self_train=SelfTrainConfig(epochs=args.self_train_epochs),
         selection_signal=args.selection_signal, signal_usable=args.signal_usable,
-        preprocess=_preprocess_config(args), tracking=_tracking(args), progress=not args.quiet)
+        preprocess=_preprocess_config(args), tracking=_tracking(args), progress=not args.quiet,
+        use_gpu=args.use_gpu)
     report = compare_methods(config)
     for name, site in report["sites"].items():
         print(f"target site {name}:")
@@ -665,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=list(_COMPARE.methods),
                    help="candidates besides no_adaptation, source_ft and supervised")
     p.add_argument("--selection-signal", default=_COMPARE.selection_signal)
+    p.add_argument("--use-gpu", action="store_true", help="train and score on the GPU (CUDA) in this process")
     p.add_argument("--no-signal", dest="signal_usable", action="store_false",
                    help="do not trust the selection signal on this data: uda = the documented fallback method")
     p.add_argument("--experiment", default="uda3d")

@@ -113,6 +113,8 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     print(f"  method_kl guard: {result['method_kl']['guard']['reason']}")
     print(f"  Spearman(KL objective, target PSNR) across adaptation checkpoints: "
           f"{result['spearman_objective_vs_target_psnr']:.2f}")
+    print(f"  synthesized T1 + uncertainty maps for every target subject: {result['synthesis']['folder']}/<split>/; "
+          f"uda registered as {result.get('registered_model', {}).get('uri', '-')}")
     print(f"  report: {config.workdir / 'report.json'}; figure: {result['files']['figure']}")
 
     print(f"[5/{steps}] tune: {config.tune_trials} trials over the adaptation's lr and ele_percent (Optuna TPE, ASHA), "

@@ -49,12 +49,12 @@ class Synthesis:
     quality: dict[str, Any]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when there is one, else CPU; asking for CUDA without one is an error."""
+def resolve_device(name: str, flag: str = "--device") -> torch.device:
+    """``auto`` is CUDA when there is one, else CPU; asking for CUDA without one is an error naming ``flag``."""
     if name not in DEVICES:
-        raise ConfigError("--device", f"expected one of {list(DEVICES)}, got {name!r}")
+        raise ConfigError(flag, f"expected one of {list(DEVICES)}, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device", "cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+        raise ConfigError(flag, "asks for CUDA but torch sees no CUDA device (a CPU-only torch build, or no GPU here)")
     return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 

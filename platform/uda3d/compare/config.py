@@ -78,6 +78,7 @@ class CompareConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=None))
     progress: bool = True
+    use_gpu: bool = False  # train and score on CUDA (in this process; the data stays in host memory)
 
     def __post_init__(self) -> None:
         if self.seeds < 1:

@@ -50,6 +50,7 @@ SPLITS = ("domain1_train", "domain1_val", "domain1_test", "domain2_train", "doma
 SOURCE_SPLITS = ("domain1_train", "domain1_val", "domain1_test")
 UDA = "uda"
 REFERENCE = (BASELINE, CONTROL)
+CPU = torch.device("cpu")
 
 
 @dataclass
@@ -96,18 +97,19 @@ def score(generator: torch.nn.Module, items: list[dict]) -> tuple[dict[str, floa
     """(mean metrics, per-subject metrics) of ``generator`` on labelled items: brain and whole volume."""
     from uda3d.metrics.image import mean_metrics, volume_metrics
 
+    device = next(generator.parameters()).device
     per = {}
     for item in items:
-        fake = generator(item["input"][None])[0, 0].float()
+        fake = generator(item["input"][None].to(device))[0, 0].float().cpu()
         per[item["id"]] = volume_metrics(fake, item["target"][0], item["mask"][0])
     return mean_metrics(per.values()), per
 
 
-def _trainer(config: BackboneConfig, init: dict | None = None):
+def _trainer(config: BackboneConfig, init: dict | None = None, device: torch.device = CPU):
     from uda3d.models.ttt import load_generator_state
     from uda3d.training.pix2pix import Pix2PixTrainer
 
-    trainer = Pix2PixTrainer(config, torch.device("cpu"))
+    trainer = Pix2PixTrainer(config, device)
     if init is not None:  # a plain backbone may start a joint (aux_weight > 0) fine-tune
         load_generator_state(trainer.generator, init["generator"])
         trainer.discriminator.load_state_dict(init["discriminator"])
@@ -115,7 +117,7 @@ def _trainer(config: BackboneConfig, init: dict | None = None):
 
 
 def fine_tune(data: Data, start: dict, config: BackboneConfig, split: str, epochs: int, lr: float,
-              progress: bool, **changes: Any):
+              progress: bool, device: torch.device = CPU, **changes: Any):
     """Fine-tune ``start`` on labelled ``split`` for ``epochs`` at constant ``lr``; keeps the last epoch.
 
     One rule for every source-side candidate and the control, so only the ingredient differs.
@@ -123,30 +125,31 @@ def fine_tune(data: Data, start: dict, config: BackboneConfig, split: str, epoch
     from uda3d.training.pix2pix import fit_backbone
 
     cfg = dataclasses.replace(config, epochs=epochs, epochs_decay=0, lr=lr, **changes)
-    trainer = _trainer(cfg, start)
+    trainer = _trainer(cfg, start, device)
     fit_backbone(trainer, lambda e: data.batches(split, cfg.seed * 1000 + e), None, lambda m: None,
                  progress=progress)
     return trainer
 
 
-def train_vae_in_process(data: Data, config: VAEConfig, slice_size: int):
+def train_vae_in_process(data: Data, config: VAEConfig, slice_size: int, device: torch.device = CPU):
     """The slice VAE on source-training T1 slices, one volume per batch (as ``uda3d train-vae``)."""
     from uda3d.data.slices import SliceConfig, volume_to_slices
     from uda3d.training.vae import VAETrainer, fit_vae
 
     slice_config = SliceConfig(size=slice_size)
     volumes = [volume_to_slices(item["target"][0], slice_config) for item in data.items["domain1_train"]]
-    trainer = VAETrainer(config, slice_size, torch.device("cpu"))
+    trainer = VAETrainer(config, slice_size, device)
     fit_vae(trainer, lambda e: volumes, None, lambda m: None)
     return trainer, slice_config
 
 
 def adapt_latent(data: Data, base_state: dict, base_config: BackboneConfig, vae, slice_config, adapt: AdaptConfig,
-                 guards, target_split: str = "domain2_train") -> tuple[torch.nn.Module, dict[str, Any]]:
+                 guards, target_split: str = "domain2_train", device: torch.device = CPU
+                 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The method's adaptation (or a prior variant) from ``base_state``; returns (generator, trace)."""
     from uda3d.adaptation.trainer import AdaptTrainer, fit_adapt
 
-    backbone = _trainer(base_config, base_state)
+    backbone = _trainer(base_config, base_state, device)
     trainer = AdaptTrainer(backbone, copy.deepcopy(vae.model.encoder), slice_config, adapt)
     references = [item["target"][None] for item in data.items["domain1_train"]]
     history: list[dict[str, float]] = []
@@ -259,8 +262,10 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
     """Run the comparison; writes ``WORKDIR/<site>/comparison.{csv,md,png,json}`` and returns the report."""
     from uda3d.adaptation.self_training import self_train
     from uda3d.adaptation.ttt import PerSubjectTTT, adapt_site
+    from uda3d.inference import resolve_device
     from uda3d.training.pix2pix import fit_backbone
 
+    device = resolve_device("cuda" if config.use_gpu else "cpu", "--use-gpu")
     workdir = Path(config.workdir)
     started = time.perf_counter()
     sites = load_sites(config)
@@ -275,7 +280,7 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
         backbone_config = dataclasses.replace(config.backbone, seed=seed)
         lr = backbone_config.lr * config.finetune_lr_factor
         print(f"  seed {seed}: backbone ({backbone_config.total_epochs} epochs)", flush=True)
-        plain = _trainer(backbone_config)
+        plain = _trainer(backbone_config, device=device)
         fit_backbone(plain, lambda e: source.batches("domain1_train", seed * 1000 + e), None, lambda m: None,
                      progress=config.progress)
         plain_state = copy.deepcopy(plain.state_dict())
@@ -283,22 +288,24 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
         print(f"  seed {seed}: source_ft control ({ft_epochs} epochs) and source-side candidates "
               f"({config.finetune_epochs} epochs each, lr {lr:g})", flush=True)
         source_models[CONTROL] = fine_tune(source, plain_state, backbone_config, "domain1_train", ft_epochs, lr,
-                                           config.progress)
+                                           config.progress, device)
         if {"robust", "self_train"} & methods:
             source_models["robust"] = fine_tune(source, plain_state, backbone_config, "domain1_train",
-                                                config.finetune_epochs, lr, config.progress, robust_augment=True)
+                                                config.finetune_epochs, lr, config.progress, device,
+                                                robust_augment=True)
         if "robust_spatial" in methods:
             source_models["robust_spatial"] = fine_tune(source, plain_state, backbone_config, "domain1_train",
-                                                        config.finetune_epochs, lr, config.progress,
+                                                        config.finetune_epochs, lr, config.progress, device,
                                                         robust_augment=True, spatial_augment=True)
         if methods & {"ttt_joint", "ttt_site", "ttt_subject", "ttt_site+subject"}:
             source_models["ttt_joint"] = fine_tune(source, plain_state, backbone_config, "domain1_train",
-                                                   config.finetune_epochs, lr, config.progress,
+                                                   config.finetune_epochs, lr, config.progress, device,
                                                    aux_weight=JOINT_AUX_WEIGHT)
         vae = None
         if "kl" in methods:
             print(f"  seed {seed}: slice VAE ({config.vae.epochs} epochs)", flush=True)
-            vae = train_vae_in_process(source, dataclasses.replace(config.vae, seed=42 + seed), config.slice_size)
+            vae = train_vae_in_process(source, dataclasses.replace(config.vae, seed=42 + seed), config.slice_size,
+                                       device)
 
         for site_name, site in sites.items():
             for name in (BASELINE, CONTROL, "robust", "robust_spatial", "ttt_joint"):
@@ -336,12 +343,12 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
             if vae is not None:
                 adapt = dataclasses.replace(config.adapt, seed=seed)
                 adapted_kl, story = adapt_latent(site, plain_state, backbone_config, vae[0], vae[1], adapt,
-                                                 config.guards)
+                                                 config.guards, device=device)
                 scorer.record(site_name, site, "kl", seed, adapted_kl, f"kept epoch {story['kept_epoch']}")
             print(f"  [{site_name}] seed {seed}: supervised bound ({config.supervised_epochs} epochs on labelled "
                   "domain2_train)", flush=True)
             supervised = fine_tune(site, plain_state, backbone_config, "domain2_train", config.supervised_epochs, lr,
-                                   config.progress)
+                                   config.progress, device)
             scorer.record(site_name, site, UPPER, seed, supervised.generator)
 
     report = {"sites": {}, "config": _jsonable(asdict(config)), "control_epochs": ft_epochs,

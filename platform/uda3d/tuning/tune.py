@@ -84,8 +84,12 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     preprocess = from_dict(PreprocessConfig, payload["preprocess"])
     data = load_data(payload["dataroot"], preprocess, Path(payload["cache_dir"]), TUNE_SPLITS, ("domain2_val",), "tune")
     data.items["domain2_val"] = data.items["domain2_val"][: adapt.target_subjects]
+    from uda3d.inference import resolve_device
+
+    # a trial given GPUs (resources.gpu in the space) trains on its GPU; Ray sets CUDA_VISIBLE_DEVICES for it
+    device = resolve_device("cuda" if payload.get("gpus_per_trial", 0) > 0 else "cpu", "resources.gpu")
     state = load_state(payload["backbone_checkpoint"])
-    backbone = _trainer(from_dict(BackboneConfig, state["config"]), state)
+    backbone = _trainer(from_dict(BackboneConfig, state["config"]), state, device)
     restored = _restored_trial_state()  # a resumed study: this trial goes on from its last epoch
     if restored is not None:
         backbone.load_state_dict(restored)
@@ -184,7 +188,7 @@ def _trainable(run: TuneRun, parent_run_id: str | None):
                "vae_checkpoint": str(Path(run.vae_checkpoint).resolve()), "fixed": dict(space.fixed),
                "guards": asdict(run.guards), "preprocess": asdict(run.preprocess), "tracking": asdict(run.tracking),
                "parent_run_id": parent_run_id, "study": space.name, "stage": f"{run.kind}-trial",
-               "cpus_per_trial": space.cpus_per_trial}
+               "cpus_per_trial": space.cpus_per_trial, "gpus_per_trial": space.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(adapt_trial, payload=payload),
                                {"CPU": space.cpus_per_trial, "GPU": space.gpus_per_trial})
 
