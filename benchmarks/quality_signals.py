@@ -9,9 +9,11 @@ estimates see a site's shift at all. Nothing here was tuned: the estimates have 
 parameters, so the report cohort of ``benchmarks/compare_methods.py`` is used directly (seed 23,
 site-a source; site-b protocol shift and site-a-atrophy anatomy shift; 20 subjects per site at 48^3).
 
-Models: the backbone (``no_adaptation``) and its 20-epoch robust fine-tune (the candidate ``uda``
-most often is), with that benchmark's demo-size budgets, trained in-process (no Ray) to keep the
-run inside ~30 min on 2 cores. Writes ``benchmarks/results/quality_signals.{md,csv}``.
+A third estimate, ``ensemble_spread``, is the spread of the pipeline's candidates' outputs: the
+backbone and its three 20-epoch fine-tunes (``source_ft``, ``robust``, ``ttt_joint``), as
+``uda3d pipeline`` computes it for the model it chose. Each of the four is scored as the model of
+interest with the other three as members. Demo-size budgets as in that benchmark, trained
+in-process (no Ray). Writes ``benchmarks/results/quality_signals.{md,csv}``.
 
     python benchmarks/quality_signals.py [--seeds 2] [--workdir /tmp/uda3d-quality]
 """
@@ -28,13 +30,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from uda3d.cohort.generate import CohortConfig, generate_cohort
-from uda3d.config import BackboneConfig, PreprocessConfig
+from uda3d.config import JOINT_AUX_WEIGHT, BackboneConfig, PreprocessConfig
 from uda3d.data.datasets import paired_dataset
 from uda3d.data.layout import discover
 from uda3d.inference import InferenceModel, synthesize
 from uda3d.io.tables import write_csv
 from uda3d.metrics.image import volume_metrics
 from uda3d.metrics.summary import spearman
+from uda3d.models.ttt import load_generator_state
 from uda3d.training.backbone_run import inference_record
 from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
 
@@ -42,8 +45,8 @@ RESULTS = Path(__file__).parent / "results"
 SEED, SHAPE, SUBJECTS, SPLIT = 23, (48, 48, 48), 20, (0.3, 0.3, 0.4)
 SITES = {"report-protocol": ("site-a", "site-b"), "report-anatomy": ("site-a", "site-a-atrophy")}
 BACKBONE = BackboneConfig(ngf=16, ndf=16, lr=2e-3, epochs=60, epochs_decay=30)
-ROBUST_EPOCHS = 20
-ESTIMATES = ("tta_uncertainty", "input_shift")
+FINETUNE_EPOCHS = 20
+ESTIMATES = ("tta_uncertainty", "input_shift", "ensemble_spread")
 
 
 def cohorts(work: Path) -> dict[str, Path]:
@@ -59,8 +62,8 @@ def cohorts(work: Path) -> dict[str, Path]:
 
 def train(config: BackboneConfig, train_set, init: dict | None = None) -> Pix2PixTrainer:
     trainer = Pix2PixTrainer(config, torch.device("cpu"))
-    if init is not None:
-        trainer.generator.load_state_dict(init["generator"])
+    if init is not None:  # a plain backbone may start a joint (aux_weight > 0) fine-tune
+        load_generator_state(trainer.generator, init["generator"])
         trainer.discriminator.load_state_dict(init["discriminator"])
     fit_backbone(trainer, lambda e: DataLoader(train_set, batch_size=1, shuffle=True,
                                                generator=torch.Generator().manual_seed(config.seed * 100 + e)),
@@ -68,7 +71,8 @@ def train(config: BackboneConfig, train_set, init: dict | None = None) -> Pix2Pi
     return trainer
 
 
-def score(model: InferenceModel, subjects, preprocess: PreprocessConfig, cache: Path) -> list[dict]:
+def score(model: InferenceModel, subjects, preprocess: PreprocessConfig, cache: Path,
+          members: tuple[InferenceModel, ...]) -> list[dict]:
     """Estimates (label-free) and the true brain PSNR of each subject."""
     rows = []
     data = paired_dataset(subjects, preprocess, cache)
@@ -78,7 +82,7 @@ def score(model: InferenceModel, subjects, preprocess: PreprocessConfig, cache: 
             item = data[i]
             fake = model.generator(item["input"][None])[0, 0]
             truth[item["id"]] = volume_metrics(fake, item["target"][0], item["mask"][0])["psnr"]
-    for result in synthesize(model, subjects, batch_size=2):
+    for result in synthesize(model, subjects, batch_size=2, members=members):
         rows.append({**{k: result.quality[k] for k in ("subject", *ESTIMATES, "outside_source_range")},
                      "psnr": truth[result.subject]})
     return rows
@@ -105,16 +109,22 @@ def main() -> None:
     rows, table = [], []
     for seed in range(args.seeds):
         backbone = train(dataclasses.replace(BACKBONE, seed=seed), train_set)
-        robust = train(dataclasses.replace(BACKBONE, seed=seed, robust_augment=True, epochs=ROBUST_EPOCHS,
-                                           epochs_decay=0, lr=BACKBONE.lr * 0.5), train_set, backbone.state_dict())
+        tune = dataclasses.replace(BACKBONE, seed=seed, epochs=FINETUNE_EPOCHS, epochs_decay=0, lr=BACKBONE.lr * 0.5)
+        start_state = backbone.state_dict()
+        trained = {"no_adaptation": backbone,
+                   "source_ft": train(tune, train_set, start_state),
+                   "robust": train(dataclasses.replace(tune, robust_augment=True), train_set, start_state),
+                   "ttt_joint": train(dataclasses.replace(tune, aux_weight=JOINT_AUX_WEIGHT), train_set, start_state)}
         print(f"seed {seed}: trained ({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
-        for model_name, trainer in (("no_adaptation", backbone), ("robust", robust)):
-            model = InferenceModel(generator=trainer.generator.eval(), preprocess=preprocess,
-                                   window=tuple(meta["input_shape"]), source_reference=meta["source_reference"],
-                                   device=torch.device("cpu"), checkpoint="")
+        models = {name: InferenceModel(generator=t.generator.eval(), preprocess=preprocess,
+                                       window=tuple(meta["input_shape"]), source_reference=meta["source_reference"],
+                                       device=torch.device("cpu"), checkpoint="")
+                  for name, t in trained.items()}
+        for model_name, model in models.items():
+            members = tuple(m for n, m in models.items() if n != model_name)
             pooled = []
             for group, subjects in groups.items():
-                scored = score(model, subjects, preprocess, cache)
+                scored = score(model, subjects, preprocess, cache, members)
                 pooled += scored
                 rows += [{"seed": seed, "model": model_name, "group": group, **r} for r in scored]
                 table.append(_row(seed, model_name, group, scored))
@@ -123,7 +133,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     write_csv(RESULTS / "quality_signals.csv", rows)
     header = ("| seed | model | subjects | n | Spearman(tta_uncertainty, PSNR) | Spearman(input_shift, PSNR) | "
-              "outside source range |\n|---|---|---|---|---|---|---|")
+              "Spearman(ensemble_spread, PSNR) | outside source range |\n|---|---|---|---|---|---|---|---|")
     body = "\n".join(_fmt(t) for t in table)
     summary = _summary(table)
     (RESULTS / "quality_signals.md").write_text(
@@ -145,19 +155,19 @@ def _row(seed: int, model: str, group: str, scored: list[dict]) -> dict:
 
 def _fmt(t: dict) -> str:
     return (f"| {t['seed']} | {t['model']} | {t['group']} | {t['n']} | {t['tta_uncertainty']:+.2f} | "
-            f"{t['input_shift']:+.2f} | {t['outside']}/{t['n']} |")
+            f"{t['input_shift']:+.2f} | {t['ensemble_spread']:+.2f} | {t['outside']}/{t['n']} |")
 
 
 def _summary(table: list[dict]) -> str:
-    lines = ["| model | subjects | Spearman(tta_uncertainty, PSNR) mean (seed range) | Spearman(input_shift, PSNR) "
-             "mean (seed range) |", "|---|---|---|---|"]
+    lines = ["| model | subjects | " + " | ".join(f"Spearman({e}, PSNR) mean (seed range)" for e in ESTIMATES) + " |",
+             "|---|---|" + "---|" * len(ESTIMATES)]
     for key in dict.fromkeys((t["model"], t["group"]) for t in table):
         picked = [t for t in table if (t["model"], t["group"]) == key]
         cells = []
         for e in ESTIMATES:
             values = np.array([t[e] for t in picked])
             cells.append(f"{values.mean():+.2f} ({values.min():+.2f} to {values.max():+.2f})")
-        lines.append(f"| {key[0]} | {key[1]} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

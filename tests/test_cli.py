@@ -143,6 +143,9 @@ def test_demo_runs_every_stage(local_ray, tmp_path, capsys):
     assert (tmp_path / "demo" / "per_subject.csv").is_file() and (tmp_path / "demo" / "comparison.png").is_file()
     assert (tmp_path / "demo" / "mlflow.db").is_file()
     assert "uda registered as models:/uda3d/1" in out
+    # labelled target: nothing skipped, and each quality estimate is set against the true PSNR
+    assert report["skipped"] == {}
+    assert report["quality_vs_psnr"]["subjects"] == 3 and "ensemble_spread" in report["quality_vs_psnr"]
     assert len(list((tmp_path / "demo" / "synth" / "domain2_test").glob("*_t1_synth.nii.gz"))) == 1
     # the closing tuning run: 2 trials, nested under one study run, and where to look
     tune = json.loads((tmp_path / "demo" / "tune" / "demo" / "summary.json").read_text())

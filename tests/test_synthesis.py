@@ -136,3 +136,20 @@ def test_output_names_come_from_the_files_prefix(name, prefix, tmp_path):
 
     subject = Subject(id="folder-name", domain="", phase="", folder=tmp_path, files={"flair": tmp_path / name})
     assert file_prefix(subject) == prefix
+
+
+def test_ensemble_members_must_share_the_preprocessing(model, tiny_cohort, tmp_path):
+    from uda3d.data.layout import discover
+    from uda3d.errors import ConfigError
+    from uda3d.inference import load_members, load_model, synthesize
+    from uda3d.training.checkpoint import load_state
+
+    other = tmp_path / "other"
+    save_state(other, {**load_state(model), "preprocess": asdict(PreprocessConfig(normalisation="percentile"))})
+    with pytest.raises(ConfigError, match="--ensemble: .*other was trained with other preprocessing"):
+        load_members([other], load_model(model))
+    # a member identical to the model agrees with it everywhere: no spread
+    subjects = discover(tiny_cohort, ("domain2_test",))["domain2_test"]
+    [result] = synthesize(load_model(model), subjects, uncertainty=False, members=load_members([model],
+                                                                                              load_model(model)))
+    assert result.quality["ensemble_spread"] == 0.0

@@ -72,8 +72,11 @@ def test_pipeline_runs_without_any_target_t1(unlabelled_run, capsys):
                 np.testing.assert_allclose(image.affine, flair.affine)
             brain = flair.get_fdata() > 0
             assert np.all(synth.get_fdata()[~brain] == 0) and synth.get_fdata()[brain].std() > 0
-            assert std.get_fdata()[brain].mean() == pytest.approx(rows[sid]["tta_uncertainty"] * 1000, rel=1e-3)
+            # the map is the other candidates' disagreement with uda (4 models besides it, or 3 when uda is one)
+            assert rows[sid]["uncertainty_map"] in ("ensemble of 4", "ensemble of 5")
+            assert std.get_fdata()[brain].mean() == pytest.approx(rows[sid]["ensemble_spread"] * 1000, rel=1e-3)
             assert rows[sid]["input_shift"] >= 0 and isinstance(rows[sid]["outside_source_range"], bool)
+            assert rows[sid]["ensemble_spread"] > 0  # the other candidates disagree with uda somewhere
     assert report["registered_model"]["uri"] == "models:/uda3d/1"
 
 

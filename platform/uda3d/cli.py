@@ -358,6 +358,8 @@ def _interrupted(kind: str, summary: dict) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    import math
+
     from uda3d.tuning.space import load_space
     from uda3d.tuning.tune import run_tune
 
@@ -371,8 +373,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     best = summary["best"]
     if best:
         shown = {p.name: best[p.name] for p in space.params}
+        oracle = best["target_test_psnr"]
         print(f"best without target labels ({space.metric}, {space.mode}): {shown} -> {best[space.metric]:.4f}; "
-              f"oracle target-test PSNR {best['target_test_psnr']:.2f} dB")
+              + (f"oracle target-test PSNR {oracle:.2f} dB" if not math.isnan(oracle) else "no oracle (no T1 on "
+                 "domain2_test)"))
     else:
         print("no trial kept every guard: nothing registered")
     if summary["registered_model"]:
@@ -440,7 +444,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    from uda3d.inference import load_model, resolve_device
+    from uda3d.inference import load_members, load_model, resolve_device
     from uda3d.synthesis import SynthesisJob, find_subjects, run_synthesis
 
     subjects = find_subjects(args.path, args.dataroot, tuple(args.split))
@@ -449,7 +453,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     model = load_model(args.model, resolve_device(args.device),
                        crop_shape=tuple(args.crop_shape) if args.crop_shape else None,
                        normalisation=args.normalisation)
-    rows = run_synthesis(model, job, progress=not args.quiet)
+    rows = run_synthesis(model, job, progress=not args.quiet, members=load_members(args.ensemble, model))
     flagged = [r["subject"] for r in rows if r.get("outside_source_range")]
     print(f"wrote {len(rows)} synthesized T1 volume(s) to {args.out} ({model.device}); quality estimates in "
           f"{args.out / 'quality.csv'}")
@@ -761,6 +765,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA if present")
     p.add_argument("--batch-size", type=_positive_int, default=2, help="subjects per forward pass")
+    p.add_argument("--ensemble", type=Path, nargs="+", default=[], metavar="CKPT",
+                   help="other checkpoints (same preprocessing); their disagreement with --model is ensemble_spread")
     p.add_argument("--no-uncertainty", action="store_true",
                    help="skip the flip test-time-augmentation uncertainty map (4x faster)")
     p.add_argument("--scale", type=float, default=1000.0, help="multiplier for the model's [0, 1] output")

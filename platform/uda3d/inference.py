@@ -93,6 +93,19 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu",
                           checkpoint=str(checkpoint))
 
 
+def load_members(checkpoints: list[str | Path], model: InferenceModel, flag: str = "--ensemble"
+                 ) -> tuple[InferenceModel, ...]:
+    """Ensemble members for ``model``: each must see its inputs as the model does (same preprocessing)."""
+    members = []
+    for checkpoint in checkpoints:
+        member = load_model(checkpoint, model.device)
+        if member.preprocess != model.preprocess:
+            raise ConfigError(flag, f"{checkpoint} was trained with other preprocessing ({member.preprocess}) than "
+                                    f"the model ({model.preprocess})")
+        members.append(member)
+    return tuple(members)
+
+
 @torch.no_grad()
 def predict(model: InferenceModel, inputs: np.ndarray, window: tuple[int, int, int] | None) -> np.ndarray:
     """The generator's (N, D, H, W) output for (N, 2, D, H, W) inputs; window by window if ``window`` is set."""
@@ -109,7 +122,7 @@ def predict(model: InferenceModel, inputs: np.ndarray, window: tuple[int, int, i
 def predict_with_views(model: InferenceModel, inputs: np.ndarray, window: tuple[int, int, int] | None,
                        uncertainty: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Output of a batch, and the voxelwise spread over flipped views (``uda3d.quality``) when asked."""
-    from uda3d.quality import FLIP_AXES, flip_views_std
+    from uda3d.quality import FLIP_AXES, prediction_spread
 
     output = predict(model, inputs, window)
     if not uncertainty:
@@ -117,19 +130,20 @@ def predict_with_views(model: InferenceModel, inputs: np.ndarray, window: tuple[
     views = [output]
     for axes in FLIP_AXES[1:]:
         views.append(np.flip(predict(model, np.flip(inputs, axis=axes).copy(), window), axis=axes))
-    return output, flip_views_std(views)[1]
+    return output, prediction_spread(views)[1]
 
 
 def synthesize(model: InferenceModel, subjects: list[Subject], scale: float = 1000.0, uncertainty: bool = True,
-               batch_size: int = 1) -> list[Synthesis]:
+               batch_size: int = 1, members: tuple[InferenceModel, ...] = ()) -> list[Synthesis]:
     """T1 for each subject from its FLAIR and T2 only (T1 files, where present, are never opened).
 
     Subjects whose crops have one shape run ``batch_size`` at a time; one whose brain outgrows the
-    trained crop runs alone, window by window.
+    trained crop runs alone, window by window. ``members`` (other models trained with the same
+    preprocessing, e.g. the pipeline's other candidates) add ``ensemble_spread``: the voxelwise
+    standard deviation of the model's and the members' outputs, averaged over the brain.
     """
     from uda3d.data.preprocess import preprocess_subject
-    from uda3d.data.transforms import uncrop, undo_reorient
-    from uda3d.quality import brain_mean, input_shift, intensity_quantiles, outside_source_range
+    from uda3d.quality import prediction_spread
 
     trained = model.preprocess.shape or model.window
     results = []
@@ -142,27 +156,45 @@ def synthesize(model: InferenceModel, subjects: list[Subject], scale: float = 10
             # the crop as training made it; a wider one means the brain did not fit: window by window
             fits = trained is None or all(c <= t for c, t in zip(crop, trained))
             groups.setdefault((crop, None) if fits else (crop, tuple(trained), i), []).append(i)
-        outputs: dict[int, tuple[np.ndarray, np.ndarray | None, bool]] = {}
-        for key, members in groups.items():
+        outputs: dict[int, tuple[np.ndarray, np.ndarray | None, bool, np.ndarray | None]] = {}
+        for key, indices in groups.items():
             window = key[1]
-            out, spread = predict_with_views(model, np.stack([items[i].inputs for i in members]), window, uncertainty)
-            for j, i in enumerate(members):
-                outputs[i] = (out[j], None if spread is None else spread[j], window is not None)
+            batch = np.stack([items[i].inputs for i in indices])
+            out, spread = predict_with_views(model, batch, window, uncertainty)
+            others = [predict(member, batch, window) for member in members]
+            for j, i in enumerate(indices):
+                ensemble = prediction_spread([out[j]] + [o[j] for o in others])[1] if others else None
+                outputs[i] = (out[j], None if spread is None else spread[j], window is not None, ensemble)
         for i, item in enumerate(items):
-            output, spread, windowed = outputs[i]
-
-            def native(volume: np.ndarray, item=item) -> np.ndarray:
-                masked = np.where(item.mask, volume, 0.0)
-                return (undo_reorient(uncrop(masked, item.box), item.affine, model.preprocess.orientation)
-                        * scale).astype(np.float32)
-
-            quality: dict[str, Any] = {"subject": item.id, "sliding_window": windowed}
-            if spread is not None:
-                quality["tta_uncertainty"] = brain_mean(spread, item.mask)
-            if model.source_reference is not None:
-                shift = input_shift(intensity_quantiles(item.inputs, item.mask), model.source_reference)
-                quality["input_shift"] = shift
-                quality["outside_source_range"] = outside_source_range(shift, model.source_reference)
-            results.append(Synthesis(subject=item.id, t1=native(output),
-                                     uncertainty=None if spread is None else native(spread), quality=quality))
+            results.append(_synthesis(model, item, *outputs[i], scale=scale, show_map=uncertainty,
+                                      ensemble_size=len(members) + 1))
     return results
+
+
+def _synthesis(model: InferenceModel, item, output: np.ndarray, spread: np.ndarray | None, windowed: bool,
+               ensemble: np.ndarray | None, scale: float, show_map: bool, ensemble_size: int) -> Synthesis:
+    """One subject's outputs on its native grid and its quality estimates."""
+    from uda3d.data.transforms import uncrop, undo_reorient
+    from uda3d.quality import brain_mean, input_shift, intensity_quantiles, outside_source_range
+
+    def native(volume: np.ndarray) -> np.ndarray:
+        masked = np.where(item.mask, volume, 0.0)
+        return (undo_reorient(uncrop(masked, item.box), item.affine, model.preprocess.orientation)
+                * scale).astype(np.float32)
+
+    # the map users see: the ensemble's disagreement where members are given (it tracked the true
+    # error better, benchmarks/results/quality_signals.md), else the flip spread
+    shown = (ensemble if ensemble is not None else spread) if show_map else None
+    quality: dict[str, Any] = {"subject": item.id, "sliding_window": windowed,
+                               "uncertainty_map": "" if shown is None else
+                               f"ensemble of {ensemble_size}" if ensemble is not None else "flips"}
+    if spread is not None:
+        quality["tta_uncertainty"] = brain_mean(spread, item.mask)
+    if ensemble is not None:
+        quality["ensemble_spread"] = brain_mean(ensemble, item.mask)
+    if model.source_reference is not None:
+        shift = input_shift(intensity_quantiles(item.inputs, item.mask), model.source_reference)
+        quality["input_shift"] = shift
+        quality["outside_source_range"] = outside_source_range(shift, model.source_reference)
+    return Synthesis(subject=item.id, t1=native(output), uncertainty=None if shown is None else native(shown),
+                     quality=quality)

@@ -52,7 +52,9 @@ METHODS = ("no_adaptation", "source_ft", "uda", "method_kl", "supervised")
 BASELINE, CONTROL = "no_adaptation", "source_ft"
 REPORT = "report.json"
 SYNTH_DIR = "synth"
-QUALITY_ESTIMATES = ("tta_uncertainty", "input_shift")
+QUALITY_ESTIMATES = ("tta_uncertainty", "input_shift", "ensemble_spread")
+# the candidates whose disagreement with the chosen model is its ensemble_spread (the chosen one left out)
+ENSEMBLE = ("backbone", "source_ft", "robust", "ttt_joint")
 SELECTION_RULE = ("highest source-val PSNR: Spearman with target PSNR across candidates +0.85 and +0.99 on the "
                   "development cohorts, but +0.25 and +0.23 on the report cohort (benchmarks/results/dev_signals.md, "
                   "compare_report_*.md), where no candidate beat source_ft on the protocol shift: compare uda with "
@@ -113,8 +115,11 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     chosen = candidates[selection["chosen"]]
     print(f"  synthesis: a T1, an uncertainty map and quality estimates for every subject of "
           f"{', '.join(plan.target_splits)} with uda ({selection['chosen']})")
-    synthesis = ledger.run("synthesis", {"splits": plan.target_splits, "dataroot": config.dataroot}, ("select",),
-                           lambda resume: synthesize_targets(chosen, plan, config),
+    members = [m["checkpoint"] for name, m in models.items()
+               if name in ENSEMBLE and m["checkpoint"] != chosen]
+    synthesis = ledger.run("synthesis", {"splits": plan.target_splits, "dataroot": config.dataroot},
+                           ("select", "source_ft"),
+                           lambda resume: synthesize_targets(chosen, plan, config, members),
                            outputs=lambda r: [row["t1_file"] for rows in r["splits"].values() for row in rows])
     report: dict[str, Any] = {
         "dataroot": config.dataroot, "plan": plan.lines(), "skipped": plan.skipped(),
@@ -234,17 +239,22 @@ def train_models(config: PipelineConfig, plan: RootPlan, ledger, tracking: Track
     return models
 
 
-def synthesize_targets(checkpoint: str, plan: RootPlan, config: PipelineConfig) -> dict[str, Any]:
-    """Synthesize every target subject of every target split into ``WORKDIR/synth/<split>/``."""
-    from uda3d.inference import load_model
+def synthesize_targets(checkpoint: str, plan: RootPlan, config: PipelineConfig,
+                       members: list[str] = ()) -> dict[str, Any]:
+    """Synthesize every target subject of every target split into ``WORKDIR/synth/<split>/``.
+
+    ``members`` (the other candidates) give each subject an ``ensemble_spread`` quality estimate.
+    """
+    from uda3d.inference import load_members, load_model
     from uda3d.synthesis import SynthesisJob, run_synthesis
 
     model = load_model(checkpoint, resolve_device(config.device))
+    ensemble = load_members(list(members), model)
     found = discover(config.dataroot, plan.target_splits)
     splits = {}
     for name in plan.target_splits:
         job = SynthesisJob(subjects=tuple(found[name]), out=Path(config.workdir) / SYNTH_DIR / name, overwrite=True)
-        splits[name] = run_synthesis(model, job, progress=config.progress)
+        splits[name] = run_synthesis(model, job, progress=config.progress, members=ensemble)
     flagged = [row["subject"] for rows in splits.values() for row in rows if row.get("outside_source_range")]
     return {"checkpoint": checkpoint, "folder": str(Path(config.workdir) / SYNTH_DIR), "splits": splits,
             "outside_source_range": flagged}

@@ -11,6 +11,8 @@ both pure functions here:
 * ``tta_uncertainty``: the voxelwise standard deviation of the model's output over flipped copies
   of the input (test-time augmentation; the backbone is trained with flips, so a confident model is
   flip-equivariant), averaged over the brain. The map itself is written next to the synthesized T1.
+* ``ensemble_spread``: the same over the outputs of several models (the pipeline's candidates:
+  fine-tunes of one backbone that differ in their ingredient), where such members are given.
 
 ``scipy.stats.wasserstein_distance`` is the reference the tests compare the quantile form against;
 the quantile form is used because a checkpoint can carry 101 numbers per channel, not the voxels.
@@ -60,8 +62,8 @@ def outside_source_range(shift: float, reference: dict[str, Any]) -> bool:
     return bool(shift > reference["shift_max"])
 
 
-def flip_views_std(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation over test-time views already mapped back to one orientation."""
+def prediction_spread(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation over predictions of one volume: flipped views mapped back, or ensemble members."""
     stack = np.stack(outputs)
     return stack.mean(axis=0), stack.std(axis=0)
 

@@ -117,9 +117,10 @@ def check_outside_dataset(out: Path, subjects: tuple[Subject, ...]) -> None:
                                        "the dataset")
 
 
-def run_synthesis(model, job: SynthesisJob, progress: bool = True) -> list[dict[str, Any]]:
+def run_synthesis(model, job: SynthesisJob, progress: bool = True, members: tuple = ()) -> list[dict[str, Any]]:
     """Synthesize every subject of ``job`` with ``model`` (``uda3d.inference.InferenceModel``).
 
+    ``members``: other models whose disagreement with ``model`` is reported as ``ensemble_spread``.
     Returns one row per subject: its files and quality estimates (also written to ``quality.csv``).
     """
     import nibabel as nib
@@ -136,7 +137,8 @@ def run_synthesis(model, job: SynthesisJob, progress: bool = True) -> list[dict[
     bar = tqdm(total=len(job.subjects), desc="synthesize", unit="subject", disable=not progress)
     for start in range(0, len(job.subjects), job.batch_size):
         chunk = list(job.subjects[start:start + job.batch_size])
-        for subject, result in zip(chunk, synthesize(model, chunk, job.scale, job.uncertainty, job.batch_size)):
+        for subject, result in zip(chunk, synthesize(model, chunk, job.scale, job.uncertainty, job.batch_size,
+                                                     members)):
             files = planned[subject.folder.as_posix()]
             flair = nib.load(str(subject.files["flair"]))
             header = flair.header.copy()

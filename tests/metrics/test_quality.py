@@ -9,10 +9,10 @@ from scipy.stats import wasserstein_distance
 from uda3d.quality import (
     QUANTILE_LEVELS,
     brain_mean,
-    flip_views_std,
     input_shift,
     intensity_quantiles,
     outside_source_range,
+    prediction_spread,
     quantile_distance,
     source_reference,
 )
@@ -51,9 +51,9 @@ def test_a_subject_farther_than_every_source_subject_is_outside_the_range():
     assert outside_source_range(input_shift(brighter, reference), reference)
 
 
-def test_flip_views_std_and_brain_mean():
+def test_prediction_spread_and_brain_mean():
     views = [np.full((2, 2, 2), v) for v in (1.0, 3.0)]
-    mean, std = flip_views_std(views)
+    mean, std = prediction_spread(views)
     assert np.all(mean == 2.0) and np.all(std == 1.0)
     mask = np.zeros((2, 2, 2), bool)
     mask[0] = True

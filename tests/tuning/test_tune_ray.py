@@ -146,3 +146,22 @@ def test_tune_four_trials_interrupted_and_resumed(ray_address, tiny_cohort, tiny
     assert (tmp_path / "cmp" / "runs.png").read_bytes()[:4] == b"\x89PNG"
 
 
+
+
+def test_tune_ranks_and_registers_without_any_target_t1(local_ray, tiny_cohort, tiny_trained, tmp_path, capsys):
+    """The use case: no T1 at the target site. Trials run, the label-free metric chooses, the oracle is empty."""
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_cohort, root)
+    for t1 in root.glob("domain2_*/*/*_t1.nii.gz"):
+        t1.unlink()
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE.format(name="unlabelled").replace("num_samples: 4", "num_samples: 1")
+                     .replace("epochs: 3", "epochs: 1"))
+    assert main(_args(space, root, tiny_trained, tmp_path / "work")) == 0
+    out = capsys.readouterr().out
+    assert "no oracle (no T1 on domain2_test)" in out
+    assert "registered: models:/uda3d-adapted@champion" in out
+    summary = json.loads((tmp_path / "work" / "tune" / "unlabelled" / "summary.json").read_text())
+    assert summary["trials"] == 1 and summary["best"]["augmented_source_mae"] > 0

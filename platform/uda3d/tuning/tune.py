@@ -28,6 +28,7 @@ from typing import Any
 
 from uda3d.adaptation.guards import GuardConfig
 from uda3d.config import AdaptConfig, PreprocessConfig
+from uda3d.data.layout import discover
 from uda3d.errors import ConfigError
 from uda3d.io.atomic import atomic_file
 from uda3d.tracking import TrackingConfig
@@ -82,7 +83,8 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     adapt = from_dict(AdaptConfig, {**payload["fixed"], **flat_config(config)})
     guards = GuardConfig(**payload["guards"])
     preprocess = from_dict(PreprocessConfig, payload["preprocess"])
-    data = load_data(payload["dataroot"], preprocess, Path(payload["cache_dir"]), TUNE_SPLITS, ("domain2_val",), "tune")
+    data = load_data(payload["dataroot"], preprocess, Path(payload["cache_dir"]), tuple(payload["splits"]),
+                     ("domain2_val",), "tune")
     data.items["domain2_val"] = data.items["domain2_val"][: adapt.target_subjects]
     from uda3d.inference import resolve_device
 
@@ -130,6 +132,8 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
                             checkpoint=ray.tune.Checkpoint.from_directory(tmp))
 
     def oracle() -> dict[str, float]:
+        if not payload["scored"]:  # no target T1: the oracle stays empty, the label-free metric still ranks
+            return {"target_test_psnr": float("nan")}
         return {"target_test_psnr": score(backbone.generator, data.items["domain2_test"])[0]["psnr"]}
 
     fit_adapt(trainer, lambda e: data.batches("domain1_train", adapt.seed * 1000 + e),
@@ -178,6 +182,16 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def tune_splits(dataroot: str | Path) -> tuple[tuple[str, ...], bool]:
+    """The splits a trial reads, and whether target T1 lets it log the oracle (T1 on all of domain2_test).
+
+    Without it the study still runs and ranks trials by the label-free metric; the oracle is NaN.
+    """
+    found = discover(dataroot)
+    scored = bool(found.get("domain2_test")) and all(s.has_target for s in found["domain2_test"])
+    return (TUNE_SPLITS if scored else tuple(s for s in TUNE_SPLITS if s != "domain2_test")), scored
+
+
 def _trainable(run: TuneRun, parent_run_id: str | None):
     """``adapt_trial`` with everything but the sampled config bound, and the space's resources per trial."""
     from ray import tune
@@ -189,6 +203,7 @@ def _trainable(run: TuneRun, parent_run_id: str | None):
                "guards": asdict(run.guards), "preprocess": asdict(run.preprocess), "tracking": asdict(run.tracking),
                "parent_run_id": parent_run_id, "study": space.name, "stage": f"{run.kind}-trial",
                "cpus_per_trial": space.cpus_per_trial, "gpus_per_trial": space.gpus_per_trial}
+    payload["splits"], payload["scored"] = tune_splits(run.dataroot)
     return tune.with_resources(tune.with_parameters(adapt_trial, payload=payload),
                                {"CPU": space.cpus_per_trial, "GPU": space.gpus_per_trial})
 
@@ -283,7 +298,8 @@ def run_tune(run: TuneRun) -> dict[str, Any]:
     from uda3d.tracking import Tracker, finish_open_runs
     from uda3d.training.ray_runtime import ensure_ray
 
-    load_data(run.dataroot, run.preprocess, Path(run.workdir) / "cache", TUNE_SPLITS, ("domain2_val",), "tune")
+    load_data(run.dataroot, run.preprocess, Path(run.workdir) / "cache", tune_splits(run.dataroot)[0],
+              ("domain2_val",), "tune")
     ensure_ray(run.address, run.space.cpus_per_trial * run.space.max_concurrent_trials)
     parent_run_id = _parent_run(run)
     results = build_tuner(run, parent_run_id).fit()
