@@ -15,7 +15,6 @@ from pathlib import Path
 
 from uda3d import __version__
 from uda3d.errors import ConfigError, Uda3dError
-from uda3d.io.atomic import atomic_file
 
 EXIT_BAD_INPUT = 2
 # uda3d.demo's defaults, repeated here so --help needs no heavy import (a test keeps them equal)
@@ -141,6 +140,8 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
     if report.ok:
         print(f"{args.root}: OK")
         return 0
+    # the summary (stdout) says where the problems went, so a log of either stream is not silently half
+    print(f"{args.root}: {len(report.problems)} problem(s), one line each on stderr")
     print(f"{args.root}: {len(report.problems)} problem(s)", file=sys.stderr)
     return EXIT_BAD_INPUT
 
@@ -425,8 +426,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import json
-
+    from uda3d.io.tables import write_json
     from uda3d.pipeline import evaluate_methods
 
     models = dict(item.split("=", 1) if "=" in item else (Path(item).name, item) for item in args.model)
@@ -437,8 +437,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         m = report[name]
         print(f"{name:<16} PSNR {m['psnr']:.2f}  SSIM {m.get('ssim', float('nan')):.3f}  MAE {m['mae']:.3f}")
     path = Path(args.out) / "evaluation.json"
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_json(path, report)
     print(f"per-subject CSV, figure and summary in {args.out}")
     return 0
 

@@ -27,7 +27,6 @@ config and reruns from the first changed one (``uda3d.stage_ledger``).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from uda3d.config import (
 )
 from uda3d.data.layout import discover
 from uda3d.inference import resolve_device
-from uda3d.io.atomic import atomic_file
+from uda3d.io.tables import write_json
 from uda3d.root_plan import SCORE_SPLIT, RootPlan, plan_root
 from uda3d.tracking import TrackingConfig
 
@@ -151,8 +150,7 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     report["notes"] = ("Metrics inside the brain mask at data range 1 (psnr/ssim/mae); the method's whole-volume "
                        "convention as psnr_method/ssim_method. Target T1 is read only for the supervised bound, the "
                        "scores and the quality-vs-PSNR check, never for adaptation, selection or stopping.")
-    with atomic_file(workdir / REPORT) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_json(workdir / REPORT, report)
     if parent:
         _log_to_parent(tracking, parent, workdir, report)
     return report

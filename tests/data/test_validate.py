@@ -175,3 +175,60 @@ def test_modality_suffixes(name, expected):
 def test_discover_sorts_subjects(tiny_cohort):
     ids = [s.id for s in discover(tiny_cohort, ("domain1_train",))["domain1_train"]]
     assert ids == sorted(ids) and len(ids) == 2
+
+
+def test_a_header_declaring_2048_cubed_is_refused_before_reading(cohort_copy, capsys):
+    """A few kB of payload under a header that claims 2048^3 voxels: exit 2 in < 2 s, < 500 MB, file named."""
+    import gzip
+    import time
+    import tracemalloc
+
+    flair = modality_file(subject_dir(cohort_copy), "flair")
+    header = nib.load(str(flair)).header.copy()
+    header.set_data_shape((2048, 2048, 2048))
+    header.set_data_dtype(np.int16)
+    flair.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + b"\1" * 4096))
+    tracemalloc.start()
+    start = time.perf_counter()
+    code, out, err = _run(capsys, "validate-data", str(cohort_copy), "--quiet")
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code == 2 and seconds < 2.0 and peak < 500e6, (seconds, peak)
+    [line] = _problem_lines(err)
+    assert str(flair) in line and "header declares 2048x2048x2048 voxels" in line
+
+
+def test_a_payload_shorter_than_its_header_declares_is_named(cohort_copy, capsys):
+    t2 = modality_file(subject_dir(cohort_copy), "t2")
+    img = nib.load(str(t2))
+    plain = t2.with_name(t2.name.replace(".nii.gz", ".nii"))
+    nib.save(img, str(plain))
+    t2.unlink()
+    plain.write_bytes(plain.read_bytes()[:-1000])  # an uncompressed file cut short
+    code, _, err = _run(capsys, "validate-data", str(cohort_copy), "--quiet")
+    [line] = _problem_lines(err)
+    assert code == 2 and str(plain) in line and "bytes of image but the file holds" in line
+
+
+def test_the_odd_file_is_named_not_the_ones_that_agree(cohort_copy, capsys):
+    flair = modality_file(subject_dir(cohort_copy), "flair")
+    _rewrite(flair, np.ones((30, 32, 32), np.int16))
+    code, _, err = _run(capsys, "validate-data", str(cohort_copy), "--quiet")
+    [line] = _problem_lines(err)  # before: t1, t1ce, t2 and seg were each blamed against the flair
+    assert code == 2 and str(flair) in line and "shape (30, 32, 32) differs" in line
+
+
+def test_a_misspelled_split_folder_is_reported(cohort_copy, capsys):
+    (cohort_copy / "domain2_test").rename(cohort_copy / "domain2_tset")
+    code, out, err = _run(capsys, "validate-data", str(cohort_copy), "--quiet")
+    [line] = _problem_lines(err)
+    assert code == 2 and "domain2_tset: looks like split folder domain2_test" in line
+    # the summary on stdout says where the problems went, so `> log` keeps the verdict too
+    assert "1 problem(s), one line each on stderr" in out
+
+
+@pytest.mark.parametrize("name,expected", [("sub-01_T1w.nii.gz", "t1"), ("sub-01_T2w.nii.gz", "t2"),
+                                           ("sub-01_FLAIR.nii.gz", "flair")])
+def test_bids_suffixes(name, expected):
+    assert modality_of(name) == expected

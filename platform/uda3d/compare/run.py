@@ -423,7 +423,7 @@ def _jsonable(value: Any) -> Any:
 
 def _write_outputs(workdir: Path, report: dict[str, Any], config: CompareConfig) -> dict[str, str]:
     from uda3d.compare.report import bar_chart, write_csv, write_markdown
-    from uda3d.io.atomic import atomic_file
+    from uda3d.io.tables import write_json
     from uda3d.tracking import Tracker
 
     files: dict[str, str] = {}
@@ -447,8 +447,7 @@ def _write_outputs(workdir: Path, report: dict[str, Any], config: CompareConfig)
                                                   f"{site_name}: gain over {CONTROL}, {config.seeds} seeds, "
                                                   "95% CI over subjects"))
     files["json"] = str(workdir / "comparison.json")
-    with atomic_file(workdir / "comparison.json") as tmp:
-        tmp.write_text(json.dumps({**report, "files": files}, indent=2, default=float) + "\n")
+    write_json(workdir / "comparison.json", {**report, "files": files})
     tracker = Tracker(config.tracking)
     tracker.start("compare-methods", params={k: v for k, v in report["config"].items() if k != "tracking"},
                   tags={"stage": "compare-methods"})

@@ -10,6 +10,7 @@ Any subset of the splits is a valid root.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,13 +18,15 @@ from pathlib import Path
 
 from uda3d.errors import DataError
 
+log = logging.getLogger(__name__)
+
 PHASES = ("train", "val", "test")
 SPLIT_PATTERN = re.compile(r"^(?P<domain>domain\d+)_(?P<phase>train|val|test)$")
 INPUT_MODALITIES = ("t2", "flair")  # channel order of the generator input, as the method uses
 TARGET_MODALITY = "t1"
 ALL_MODALITIES = ("flair", "t1", "t1ce", "t2", "seg")
-_ALIASES = {"flair": "flair", "t2f": "flair", "t1": "t1", "t1n": "t1", "t1ce": "t1ce", "t1c": "t1ce",
-            "t2": "t2", "t2w": "t2", "seg": "seg"}
+_ALIASES = {"flair": "flair", "t2f": "flair", "t1": "t1", "t1n": "t1", "t1w": "t1", "t1ce": "t1ce", "t1c": "t1ce",
+            "t2": "t2", "t2w": "t2", "seg": "seg"}  # BraTS 2019-21, BraTS 2023 and BIDS (_T1w, _T2w, _FLAIR)
 _FILE_PATTERN = re.compile(r"(?:^|[_.\-])(?P<mod>[a-z0-9]+)\.nii(?:\.gz)?$", re.IGNORECASE)
 
 
@@ -93,6 +96,26 @@ def split_folders(root: str | Path) -> dict[str, Path]:
     return found
 
 
+def near_miss_splits(root: str | Path) -> list[tuple[Path, str]]:
+    """Folders beside the splits that look like a misspelled split (``domain2_tset``), with the likely name.
+
+    Every command reads only folders named exactly ``<domainN>_<train|val|test>``; one typo would
+    silently leave a split out.
+    """
+    import difflib
+
+    root = Path(root)
+    wanted = [f"domain{d}_{p}" for d in (1, 2) for p in PHASES]
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if SPLIT_PATTERN.match(folder.name):
+            continue
+        close = difflib.get_close_matches(folder.name.lower(), wanted, n=1, cutoff=0.75)
+        if close:
+            found.append((folder, close[0]))
+    return found
+
+
 def discover(root: str | Path, splits: tuple[str, ...] | None = None) -> dict[str, list[Subject]]:
     """Subjects of every split folder under ``root`` (or only ``splits``), sorted by id.
 
@@ -100,6 +123,8 @@ def discover(root: str | Path, splits: tuple[str, ...] | None = None) -> dict[st
         DataError: the root has no split folders, or a requested split is absent.
     """
     folders = split_folders(root)
+    for folder, likely in near_miss_splits(root):
+        log.warning("%s: not read: looks like split folder %s but is not named exactly so", folder, likely)
     wanted = splits if splits is not None else tuple(folders)
     out: dict[str, list[Subject]] = {}
     for name in wanted:

@@ -15,9 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from uda3d.data.layout import INPUT_MODALITIES, TARGET_MODALITY, Subject, discover, missing_modality
+from uda3d.data.layout import (
+    INPUT_MODALITIES,
+    TARGET_MODALITY,
+    Subject,
+    discover,
+    missing_modality,
+    near_miss_splits,
+)
 from uda3d.errors import DataError
-from uda3d.io.nifti import grid_mismatch, load_volume
+from uda3d.io.nifti import Volume, grid_mismatch, load_volume
 
 SOURCE_DOMAIN = "domain1"
 SEG_LABELS = {0, 1, 2, 3, 4}  # BraTS 2019-21 use 0/1/2/4; BraTS 2023 uses 3 for enhancing
@@ -72,30 +79,45 @@ def validate_subject(subject: Subject) -> list[Problem]:
         problems.append(Problem(str(subject.folder), f"several files for modality {modality!r}: {names}; "
                                                     "expected one file per modality"))
 
-    reference = None
+    volumes = []
     for modality, path in subject.files.items():
         try:
             volume = load_volume(path)
         except DataError as exc:
             problems.append(Problem(exc.path, exc.problem))
             continue
-        if modality == "seg":
-            values = np.unique(volume.data)
-            if not np.array_equal(values, np.round(values)):
-                problems.append(Problem(str(path), "label map holds non-integer values; expected BraTS labels"))
-            labels = {int(v) for v in np.round(values)}
-            if not labels <= SEG_LABELS:
-                problems.append(Problem(str(path), f"label values {sorted(labels - SEG_LABELS)} are not BraTS "
-                                                   f"labels; expected a subset of {sorted(SEG_LABELS)}"))
-        elif not np.any(volume.data):
-            problems.append(Problem(str(path), "image is empty (every voxel is 0); expected a scan"))
-        if reference is None:
-            reference = volume
-            continue
+        problems.extend(_content_problems(modality, path, volume))
+        volumes.append(volume)
+    reference = majority_grid(volumes)
+    for volume in volumes:
         mismatch = grid_mismatch(volume, reference)
         if mismatch:
-            problems.append(Problem(str(path), mismatch))
+            problems.append(Problem(volume.path, mismatch))
     return problems
+
+
+def majority_grid(volumes: list[Volume]) -> Volume | None:
+    """The volume whose voxel grid most of the others share (the first on a tie), so the odd file is the one named."""
+    if not volumes:
+        return None
+    agreeing = [sum(grid_mismatch(other, v) is None for other in volumes) for v in volumes]
+    return volumes[agreeing.index(max(agreeing))]
+
+
+def _content_problems(modality: str, path: Path, volume: Volume) -> list[Problem]:
+    """A label map with non-BraTS labels, or an image with nothing in it."""
+    if modality == "seg":
+        values = np.unique(volume.data)
+        if not np.array_equal(values, np.round(values)):
+            return [Problem(str(path), "label map holds non-integer values; expected BraTS labels")]
+        labels = {int(v) for v in np.round(values)}
+        if not labels <= SEG_LABELS:
+            return [Problem(str(path), f"label values {sorted(labels - SEG_LABELS)} are not BraTS labels; "
+                                       f"expected a subset of {sorted(SEG_LABELS)}")]
+        return []
+    if not np.any(volume.data):
+        return [Problem(str(path), "image is empty (every voxel is 0); expected a scan")]
+    return []
 
 
 def leaked_subjects(splits: dict[str, list[Subject]]) -> list[Problem]:
@@ -127,4 +149,7 @@ def validate_root(root: str | Path, splits: Iterable[str] | None = None,
     for subject in tqdm(everyone, desc="validate", unit="subject", disable=not progress):
         report.problems.extend(validate_subject(subject))
     report.problems.extend(leaked_subjects(found))
+    report.problems.extend(Problem(str(folder), f"looks like split folder {likely} but is not named exactly so, "
+                                                "and no command reads it; expected <domainN>_<train|val|test>")
+                           for folder, likely in near_miss_splits(root))
     return report

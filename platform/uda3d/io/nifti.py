@@ -18,6 +18,9 @@ from uda3d.errors import DataError
 from uda3d.io.atomic import atomic_file
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# The most voxels uda3d decodes from one file: 512^3 (0.5 GB as float32). BraTS is 240x240x155
+# (8.9M); a header declaring more is refused before any voxel is read.
+MAX_VOXELS = 512**3
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ def load_volume(path: str | Path, check_finite: bool = True) -> Volume:
     if len(squeezed) != 3:
         raise DataError(path, f"expected a 3D image, got shape {shape}")
     dtype = np.dtype(img.get_data_dtype())
+    check_declared_size(img, Path(path), dtype)
     if dtype.kind not in "iuf":  # complex would lose its imaginary part silently; RGB cannot be cast at all
         kind = "RGB" if dtype.names else dtype.name
         raise DataError(path, f"voxel type {kind} is not an intensity; expected an integer or floating-point image")
@@ -80,6 +84,26 @@ def load_volume(path: str | Path, check_finite: bool = True) -> Volume:
         if bad:
             raise DataError(path, f"{bad} voxel(s) are NaN or Inf; expected finite intensities")
     return Volume(data=data, affine=affine, path=str(path))
+
+
+def check_declared_size(img, path: Path, dtype: np.dtype) -> None:
+    """Refuse a header whose declared voxels exceed the budget or the payload, before decoding any.
+
+    A damaged or hostile header can declare 2048^3 voxels over a few kB; decoding it would try to
+    allocate 32 GB. Beyond ``MAX_VOXELS`` nothing is read; a ``.nii`` must also hold ``vox_offset``
+    plus the voxel bytes its header declares.
+    """
+    shape = tuple(int(s) for s in img.shape)
+    voxels = int(np.prod(shape, dtype=np.int64))
+    if voxels > MAX_VOXELS:
+        raise DataError(path, f"header declares {'x'.join(map(str, shape))} voxels ({voxels:.3g}), more than the "
+                              f"{MAX_VOXELS:.3g} uda3d reads; expected a brain MRI (a damaged header?)")
+    needed = int(img.header.get("vox_offset", 0)) + voxels * dtype.itemsize
+    # .nii only: a .nii.gz's size says little (its trailer holds the size of the last gzip member,
+    # and multi-member files are valid); a short .nii.gz fails in decoding, within the voxel budget
+    if not path.name.endswith(".gz") and path.stat().st_size < needed:
+        raise DataError(path, f"header declares {needed} bytes of image but the file holds {path.stat().st_size}; "
+                              "expected the whole file (copy or download it again)")
 
 
 AFFINE_TOLERANCE = 1e-3

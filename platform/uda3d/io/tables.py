@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,23 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
 
 
 def write_json(path: str | Path, value: Any) -> Path:
-    """``value`` as indented JSON; numbers that are not JSON types (numpy, tensors) go through ``float``."""
+    """``value`` as indented, strict JSON: NaN and infinities become ``null`` (strict parsers reject
+    ``NaN``); numbers that are not JSON types (numpy, tensors) go through ``float``."""
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(value, indent=2, default=_fallback) + "\n")
+        tmp.write_text(json.dumps(strict_json(value), indent=2, allow_nan=False) + "\n")
     return Path(path)
 
 
-def _fallback(value: Any) -> Any:
+def strict_json(value: Any) -> Any:
+    """``value`` with non-finite floats as None, tuples as lists and other scalars as float or str."""
+    if isinstance(value, Mapping):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return str(value)
+    return number if math.isfinite(number) else None
