@@ -179,3 +179,11 @@ def test_demo_epoch_default_matches_the_library():
     assert cli.DEMO_SUPERVISED_EPOCHS == demo.DEMO_SUPERVISED_EPOCHS
     assert cli.DEMO_ROBUST_EPOCHS == demo.DEMO_ROBUST_EPOCHS
     assert demo.DEMO_BACKBONE.epochs_decay == demo.DEMO_BACKBONE.epochs // 3
+
+
+def test_demo_refuses_a_workdir_it_did_not_create(tmp_path, capsys):
+    work = tmp_path / "runs"
+    (work / "ray_results" / "backbone").mkdir(parents=True)  # somebody's training runs
+    assert main(["demo", "--workdir", str(work), "--quiet"]) == 2
+    assert f"--workdir: {work} holds files the demo did not create" in capsys.readouterr().err
+    assert (work / "ray_results" / "backbone").is_dir() and not (work / "cohort").exists()

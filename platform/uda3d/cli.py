@@ -362,9 +362,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     import math
 
     from uda3d.tuning.space import load_space
-    from uda3d.tuning.tune import run_tune
+    from uda3d.tuning.tune import check_selection_metric, run_tune
 
     space = load_space(args.space)  # validated before anything starts
+    check_selection_metric(space)
     run = _tune_run(args, space, "tune")
     summary = run_tune(run)
     if summary.get("interrupted"):

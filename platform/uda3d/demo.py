@@ -22,7 +22,7 @@ from uda3d.cohort.generate import CohortConfig, generate_cohort
 from uda3d.config import AdaptConfig, BackboneConfig, PreprocessConfig, ScalingOptions, VAEConfig
 from uda3d.data.prepare import preprocess_root
 from uda3d.data.validate import validate_root
-from uda3d.errors import DataError
+from uda3d.errors import ConfigError, DataError
 from uda3d.tracking import resolve_tracking
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,24 @@ def demo_scaling(address: str | None) -> ScalingOptions:
     return ScalingOptions(num_workers=1, cpus_per_worker=cpus, address=address)
 
 
+DEMO_MARKER = ".uda3d-demo"
+
+
+def claim_workdir(workdir: Path) -> None:
+    """The demo replaces its own runs on a rerun; a folder holding anything else is refused, never cleared."""
+    workdir = Path(workdir)
+    if workdir.is_dir() and any(workdir.iterdir()) and not (workdir / DEMO_MARKER).is_file():
+        raise ConfigError("--workdir", f"{workdir} holds files the demo did not create, and a demo run replaces the "
+                                       "runs in its workdir; choose a new or empty --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / DEMO_MARKER).write_text("this folder belongs to `uda3d demo`, which replaces its runs on a rerun\n")
+
+
 def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     """Run the demo; returns the pipeline's report (also printed and written)."""
     from uda3d.pipeline import PipelineConfig, format_table, run_pipeline
 
+    claim_workdir(config.workdir)
     steps = 5
     cohort = CohortConfig(sites=config.sites, subjects_per_site=config.subjects_per_site,
                           shape=config.shape, seed=config.seed)

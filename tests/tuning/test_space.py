@@ -70,3 +70,29 @@ def test_bad_spaces_name_the_file_and_the_key(tmp_path, case):
     with pytest.raises(ConfigError, match=pattern) as info:
         load_space(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_yaml_1_2_floats_such_as_1e_minus_3_are_numbers(tmp_path):
+    """PyYAML reads `1e-3` (no dot) as a string; a search space means a number by it."""
+    path = tmp_path / "space.yaml"
+    path.write_text("fixed: {lr: 2e-6}\nparams:\n  lr: {type: loguniform, low: 1e-7, high: 1E-4}\n"
+                    "  ele_percent: {type: uniform, low: 2.5e1, high: 1e2}\n")
+    space = load_space(path)
+    lr = next(p for p in space.params if p.name == "lr")
+    ele = next(p for p in space.params if p.name == "ele_percent")
+    assert (lr.low, lr.high, ele.low, ele.high) == (1e-7, 1e-4, 25.0, 100.0)
+    assert space.fixed["lr"] == 2e-6
+
+
+@pytest.mark.parametrize("metric, why", [("target_test_psnr", "is computed from target T1"),
+                                         ("val_psnr", "is not a metric the trials report")])
+def test_tune_refuses_a_metric_it_cannot_choose_by_without_labels(tmp_path, capsys, metric, why):
+    from uda3d.cli import main
+
+    space = tmp_path / "space.yaml"
+    space.write_text(f"metric: {metric}\nmode: max\nparams:\n  lr: {{type: choice, values: [1.0e-5]}}\n")
+    code = main(["tune", "--space", str(space), "--dataroot", str(tmp_path), "--backbone", str(tmp_path),
+                 "--vae", str(tmp_path), "--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{space}: metric: '{metric}' {why}" in err
+    assert not (tmp_path / "w").exists()

@@ -15,6 +15,7 @@ lr or an ele_percent outside (0, 100] fails here, naming the file and the key). 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,13 +199,29 @@ def parse_space(raw: Any, source: str) -> SearchSpace:
                        design=design)
 
 
+# YAML 1.2 floats: PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string, and a search space
+# written as `low: 1e-3` would be refused as "expected a number".
+_FLOAT_1_2 = re.compile(r"^[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)[eE][-+]?\d+$")
+
+
+def _yaml_loader():
+    """A ``yaml.SafeLoader`` that also reads YAML 1.2 floats such as ``1e-3`` as numbers."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_1_2, list("-+0123456789."))
+    return Loader
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML file."""
     import yaml
 
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
     except OSError as e:
         raise ConfigError("--space", f"cannot read it ({e.strerror})", str(path)) from None
     except yaml.YAMLError as e:

@@ -36,12 +36,12 @@ SPACES_FOLDER = "search_spaces"
 
 
 def shipped_space(name: str) -> Path:
-    """``search_spaces/NAME.yaml`` of the current folder (a Ray job's working_dir), else of this checkout."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[3]):
+    """``search_spaces/NAME.yaml`` of the current folder (a Ray job's working_dir), else the one the package ships."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
         path = base / SPACES_FOLDER / f"{name}.yaml"
         if path.is_file():
             return path
-    raise ConfigError("--space", f"no {SPACES_FOLDER}/{name}.yaml here or beside the package; pass --space FILE")
+    raise ConfigError("--space", f"no {SPACES_FOLDER}/{name}.yaml here or in the package; pass --space FILE")
 
 
 def baseline(space: SearchSpace) -> dict[str, Any]:

@@ -291,6 +291,20 @@ def register_champion(run: TuneRun, best: dict[str, Any]) -> dict[str, Any]:
                               alias="champion", tags={"study": run.space.name})
 
 
+# What a trial reports that no target T1 went into: the metrics `uda3d tune` may choose a champion by.
+LABEL_FREE_METRICS = ("augmented_source_mae", "source_val_psnr", "objective")
+
+
+def check_selection_metric(space: SearchSpace) -> None:
+    """``uda3d tune`` registers a model "chosen without target labels": its metric must be label-free."""
+    if space.metric in LABEL_FREE_METRICS:
+        return
+    why = ("is computed from target T1 (an oracle); a champion chosen by it would be chosen with target labels"
+           if space.metric.startswith(("target_test", "eval_")) else "is not a metric the trials report")
+    raise ConfigError("metric", f"{space.metric!r} {why}; expected one of {list(LABEL_FREE_METRICS)} (uda3d study "
+                                "may measure target_test_psnr)", space.source)
+
+
 def run_tune(run: TuneRun) -> dict[str, Any]:
     """Run (or resume) the study; writes ``WORKDIR/tune/NAME/{trials.csv,summary.json}`` and returns the summary."""
     from uda3d.compare.run import load_data
@@ -298,6 +312,7 @@ def run_tune(run: TuneRun) -> dict[str, Any]:
     from uda3d.tracking import Tracker, finish_open_runs
     from uda3d.training.ray_runtime import ensure_ray
 
+    check_selection_metric(run.space)
     load_data(run.dataroot, run.preprocess, Path(run.workdir) / "cache", tune_splits(run.dataroot)[0],
               ("domain2_val",), "tune")
     ensure_ray(run.address, run.space.cpus_per_trial * run.space.max_concurrent_trials)
