@@ -141,3 +141,22 @@ def test_a_restart_after_the_guard_stopped_keeps_the_rolled_back_model(setup, tm
     resumed, reported, resumed_weights = _adapt(setup, config, guards, checkpoint=last)
     assert reported == [] and resumed.decision == straight.decision
     assert all(torch.equal(resumed_weights[k], weights[k]) for k in weights)
+
+
+def test_target_step_keeps_the_source_gradients_still_accumulating(setup):
+    """grad_accum 2: a source batch's gradients wait for the next one; a target step in between must not drop them."""
+    state, encoder, src_train, _, target, references = setup
+    config = BackboneConfig(ngf=4, ndf=4, epochs=4, epochs_decay=0, augment=False, grad_accum=2)
+    backbone = Pix2PixTrainer(config, CPU)
+    backbone.load_state_dict({**state, "micro_step": 0})
+    trainer = AdaptTrainer(backbone, encoder, SLICES, AdaptConfig(lr=1e-3))
+    batch = next(iter(DataLoader(src_train, batch_size=1)))
+    backbone.train_step(batch)  # micro-step 0 of 2: gradients accumulated, no optimiser step yet
+    pending = {n: p.grad.clone() for n, p in backbone.generator.named_parameters() if p.grad is not None}
+    assert pending
+    before = {n: p.detach().clone() for n, p in backbone.generator.named_parameters()}
+    trainer.target_step(next(iter(DataLoader(target, batch_size=1)))["input"], references[0])
+    after = dict(backbone.generator.named_parameters())
+    assert any(not torch.equal(before[n], after[n]) for n in before)  # the target step did step
+    for name, grad in pending.items():  # and the source gradients are still there for the boundary step
+        assert torch.equal(after[name].grad, grad), name

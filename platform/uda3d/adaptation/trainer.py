@@ -24,7 +24,7 @@ from uda3d.config import AdaptConfig
 from uda3d.data.slices import SliceConfig
 from uda3d.models.vae2d import SliceEncoder, VolumeEncoder
 from uda3d.training.pix2pix import Pix2PixTrainer
-from uda3d.training.runtime import autocast, cycle_batches, unwrap
+from uda3d.training.runtime import autocast, cycle_batches, own_gradients, unwrap
 
 Batch = dict[str, Any]
 
@@ -116,13 +116,13 @@ class AdaptTrainer:
                                      self.config.kl_weight)
 
     def target_step(self, target_inputs: torch.Tensor, real_t1: torch.Tensor) -> float:
+        """One step on the latent objective; source gradients still accumulating (grad_accum > 1) are kept."""
         opt, scaler = self.backbone.opt_g, self.backbone.scaler
-        opt.zero_grad(set_to_none=True)
-        loss = self.objective(target_inputs, real_t1)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
+        with own_gradients(opt):
+            loss = self.objective(target_inputs, real_t1)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         return float(loss.detach())
 
     @torch.no_grad()

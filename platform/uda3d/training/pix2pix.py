@@ -30,7 +30,7 @@ from uda3d.losses.pix2pix import generator_loss
 from uda3d.metrics.image import mean_metrics, volume_metrics
 from uda3d.models.factory import build_discriminator, build_generator
 from uda3d.models.ttt import auxiliary_task_parameters
-from uda3d.training.runtime import autocast, resolve_precision, unwrap
+from uda3d.training.runtime import autocast, own_gradients, resolve_precision, unwrap
 
 Report = Callable[[dict[str, float]], None]
 
@@ -139,13 +139,12 @@ class Pix2PixTrainer:
         The damage is drawn from (seed, step), so a resumed run damages as an uninterrupted one.
         """
         rng = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self._micro_step)
-        self.opt_aux.zero_grad(set_to_none=True)
-        with autocast(self.device, self.precision):
-            loss = auxiliary_loss(self.generator, batch["input"].to(self.device), batch["mask"].to(self.device), rng,
-                                  TTTConfig())
-        (self.config.aux_weight * loss).backward()
-        self.opt_aux.step()
-        self.opt_aux.zero_grad(set_to_none=True)
+        with own_gradients(self.opt_aux):  # the shared encoder may hold T1 gradients still accumulating
+            with autocast(self.device, self.precision):
+                loss = auxiliary_loss(self.generator, batch["input"].to(self.device), batch["mask"].to(self.device),
+                                      rng, TTTConfig())
+            (self.config.aux_weight * loss).backward()
+            self.opt_aux.step()
         return loss.detach()
 
     # -- evaluation --------------------------------------------------------------------------------

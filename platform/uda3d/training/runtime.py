@@ -65,3 +65,23 @@ def cycle_batches(batches: Callable[[int], Iterable[Any]], epoch: int) -> Iterat
             yield batch
         if empty:
             raise ValueError("source batches yielded nothing; the source anchor step needs at least one pair")
+
+
+@contextlib.contextmanager
+def own_gradients(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Run one optimiser step on gradients of its own, leaving the parameters' pending gradients as they were.
+
+    With ``grad_accum > 1`` the source step accumulates gradients over several batches before it
+    steps; a second step in between (the adaptation's target step, the auxiliary task) that zeroed
+    them would silently drop the source batches already seen. Their gradients are set aside here
+    and put back after the inner step.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    pending = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    try:
+        yield
+    finally:
+        for p, grad in zip(params, pending):
+            p.grad = grad
