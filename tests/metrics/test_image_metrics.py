@@ -63,3 +63,17 @@ def test_shape_mismatch_and_tiny_volumes_raise():
         psnr(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)))
     with pytest.raises(ValueError, match=">= 11"):
         ssim(np.zeros((8, 12, 12)), np.zeros((8, 12, 12)))
+
+
+def test_one_rule_for_a_non_finite_psnr_in_means_and_summaries():
+    """An exact reconstruction (PSNR inf) is left out of that metric's mean only, the same in both places."""
+    from uda3d.metrics.image import mean_metrics
+    from uda3d.metrics.summary import summarise
+
+    per = {"a": {"psnr": 20.0, "mae": 0.1}, "b": {"psnr": math.inf, "mae": 0.0}, "c": {"psnr": 30.0, "mae": 0.2}}
+    means = mean_metrics(per.values())
+    summary = summarise(per)
+    assert means["psnr"] == summary["psnr"]["mean"] == 25.0 and summary["psnr"]["n"] == 2
+    assert means["mae"] == pytest.approx(0.1) and summary["mae"]["n"] == 3
+    # every metric stays a key (a caller reading means["psnr"] never meets a KeyError); none finite: NaN
+    assert math.isnan(mean_metrics([{"psnr": math.inf}])["psnr"])

@@ -125,3 +125,17 @@ def test_robust_augmentation_changes_inputs_only(loaders):
     history: list[dict] = []
     fit_backbone(Pix2PixTrainer(config, CPU), train, None, history.append)
     assert history and all(v == v for v in history[-1].values())  # trains, no NaN
+
+
+def test_contrast_jitter_keeps_the_background_at_zero():
+    """A contrast factor below 1 lifted the background to mean * (1 - c): the brain mask then covered everything."""
+    from uda3d.data.robust_augment import robust_augment
+
+    x = torch.zeros(2, 12, 12, 12)
+    x[:, 3:9, 3:9, 3:9] = torch.rand(2, 6, 6, 6) * 0.8 + 0.1
+    brain = (x > 0).any(dim=0)
+    for seed in range(20):
+        xi, _ = augment_pair(x, x[:1].clone(), torch.Generator().manual_seed(seed))
+        assert int(((xi > 0).any(dim=0)).sum()) <= int(brain.sum())  # rotated, never grown into the background
+        assert int(((robust_augment(xi, torch.Generator().manual_seed(seed)) > 0).any(dim=0)).sum()) <= int(
+            brain.sum())

@@ -2,7 +2,8 @@
 
 Input and target get the same random rot90 in each of the three planes (k = 0 with probability
 12/15, else 1, 2 or 3) and the same random flips; the inputs alone get brightness and contrast
-jitter with factors U(0.3, 1.5), clamped to [0, 1]. The T1 target is never jittered.
+jitter with factors U(0.3, 1.5), clamped to [0, 1]. The T1 target is never jittered. Unlike the
+original code, the jitter acts inside the brain only: the skull-stripped background stays 0.
 """
 
 from __future__ import annotations
@@ -30,5 +31,8 @@ def augment_pair(inputs: torch.Tensor, target: torch.Tensor, generator: torch.Ge
     lo, hi = jitter
     brightness, contrast = (lo + (hi - lo) * torch.rand(2, generator=generator)).tolist()
     mean = inputs.mean(dim=(1, 2, 3), keepdim=True)
-    inputs = ((inputs - mean) * contrast + mean) * brightness
+    # The background stays 0: a contrast factor below 1 would lift it to mean * (1 - contrast), and
+    # every later step (the robust augmentation, the losses' brain mask) reads the brain as "> 0".
+    brain = (inputs > 0).any(dim=0, keepdim=True)
+    inputs = torch.where(brain, ((inputs - mean) * contrast + mean) * brightness, torch.zeros_like(inputs))
     return inputs.clamp(0.0, 1.0).contiguous(), target.contiguous()

@@ -79,13 +79,23 @@ def ssim(pred, target, data_range: float = 1.0, mask=None) -> float:
     return float(smap[m].mean()) if bool(m.any()) else float("nan")
 
 
+def finite(values: Iterable[float]) -> list[float]:
+    """The finite values: the one rule for every mean over subjects.
+
+    PSNR is infinite for an exact reconstruction (and NaN for a degenerate one); such a subject is
+    left out of that metric's mean, and only of that metric's. A metric with no finite value is NaN.
+    """
+    return [float(v) for v in values if math.isfinite(float(v))]
+
+
 def mean_metrics(records: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """Mean of each metric over volumes; a metric with any non-finite value (PSNR = inf) is left out."""
+    """Mean of each metric over volumes, by the rule of ``finite`` (every metric present stays a key)."""
     values: dict[str, list[float]] = {}
     for record in records:
         for k, v in record.items():
             values.setdefault(k, []).append(float(v))
-    return {k: sum(v) / len(v) for k, v in values.items() if all(math.isfinite(x) for x in v)}
+    means = {k: finite(v) for k, v in values.items()}
+    return {k: sum(v) / len(v) if v else math.nan for k, v in means.items()}
 
 
 def volume_metrics(pred, target, mask=None) -> dict[str, float]:

@@ -38,11 +38,13 @@ def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 200
 
 
 def summarise(per_subject: Mapping[str, Mapping[str, float]], seed: int = 0) -> dict[str, dict[str, float]]:
-    """{metric: {mean, std, ci_low, ci_high, n}} over subjects (non-finite values are left out)."""
+    """{metric: {mean, std, ci_low, ci_high, n}} over subjects (non-finite values left out: ``finite``)."""
+    from uda3d.metrics.image import finite
+
     metrics = sorted({k for m in per_subject.values() for k in m})
     out = {}
     for key in metrics:
-        x = [float(m[key]) for m in per_subject.values() if key in m and math.isfinite(m[key])]
+        x = finite(m[key] for m in per_subject.values() if key in m)
         lo, hi = bootstrap_ci(x, seed=seed)
         out[key] = {"mean": float(np.mean(x)) if x else math.nan, "std": float(np.std(x, ddof=1)) if len(x) > 1
                     else 0.0, "ci_low": lo, "ci_high": hi, "n": len(x)}
