@@ -91,7 +91,7 @@ def test_cohort_then_preprocess(tmp_path, capsys):
 
 def test_preprocess_bad_crop_shape(tmp_path, capsys):
     code = main(["preprocess", str(tmp_path), "--cache-dir", str(tmp_path / "c"), "--crop-shape", "20", "24", "24"])
-    assert code == 2 and "shape: expected 3 multiples of 8" in capsys.readouterr().err
+    assert code == 2 and "error: --crop-shape: expected 3 multiples of 8" in capsys.readouterr().err
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
@@ -187,3 +187,16 @@ def test_demo_refuses_a_workdir_it_did_not_create(tmp_path, capsys):
     assert main(["demo", "--workdir", str(work), "--quiet"]) == 2
     assert f"--workdir: {work} holds files the demo did not create" in capsys.readouterr().err
     assert (work / "ray_results" / "backbone").is_dir() and not (work / "cohort").exists()
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["train-backbone", "--lr", "0", "--epochs", "1"], "--lr: expected 0 < lr < 1"),
+    (["pipeline", "--backbone-lr", "2"], "--backbone-lr: expected 0 < lr < 1"),
+    (["pipeline", "--adapt-lr", "0"], "--adapt-lr: expected 0 < lr < 1"),
+    (["pipeline", "--ele-percent", "120"], "--ele-percent: expected 0 < ele_percent <= 100"),
+])
+def test_errors_name_the_flag_the_value_came_from(tmp_path, capsys, argv, named):
+    """Configs check fields by their own names; the error names the flag the user typed."""
+    code = main([argv[0], "--dataroot", str(tmp_path), *argv[1:], "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"uda3d {argv[0]}: error: {named}" in err, err

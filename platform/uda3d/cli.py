@@ -8,9 +8,10 @@ and exits 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from uda3d import __version__
@@ -64,11 +65,27 @@ def _add_preprocess_options(p: argparse.ArgumentParser, stored: bool = False) ->
                                                                      "minmax, as the method") + ")")
 
 
+@contextlib.contextmanager
+def _flags(**names: str) -> Iterator[None]:
+    """Name the flag a config value came from: ``shape: ...`` becomes ``--crop-shape: ...``.
+
+    Configs check their fields by their own names; where a command's flag has another name (or one
+    config field has several flags, as ``lr`` in the pipeline), the error names the flag typed.
+    """
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.source is None and exc.field in names:
+            raise ConfigError(names[exc.field], exc.problem) from None
+        raise
+
+
 def _preprocess_config(args: argparse.Namespace):
     from uda3d.config import PreprocessConfig
 
     shape = tuple(args.crop_shape) if args.crop_shape else None
-    return PreprocessConfig(shape=shape, normalisation=args.normalisation)
+    with _flags(shape="--crop-shape", normalisation="--normalisation"):
+        return PreprocessConfig(shape=shape, normalisation=args.normalisation or "minmax")
 
 
 def _add_scaling_options(p: argparse.ArgumentParser) -> None:
@@ -272,13 +289,16 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from uda3d.config import AdaptConfig, BackboneConfig, VAEConfig
     from uda3d.pipeline import PipelineConfig, format_table, run_pipeline
 
+    with _flags(lr="--backbone-lr", epochs="--backbone-epochs", epochs_decay="--backbone-epochs-decay"):
+        backbone = BackboneConfig(ngf=args.ngf, ndf=args.ngf, lr=args.backbone_lr, epochs=args.backbone_epochs,
+                                  epochs_decay=args.backbone_epochs_decay, amp=args.amp)
+    with _flags(lr="--vae-lr", epochs="--vae-epochs", latent_channels="--latent-channels"):
+        vae = VAEConfig(latent_channels=args.latent_channels, lr=args.vae_lr, epochs=args.vae_epochs)
+    with _flags(lr="--adapt-lr", epochs="--adapt-epochs", ele_percent="--ele-percent", kl_weight="--kl-weight"):
+        adapt = AdaptConfig(ele_percent=args.ele_percent, lr=args.adapt_lr, epochs=args.adapt_epochs,
+                            kl_weight=args.kl_weight)
     config = PipelineConfig(
-        dataroot=str(args.dataroot), workdir=str(args.workdir),
-        backbone=BackboneConfig(ngf=args.ngf, ndf=args.ngf, lr=args.backbone_lr, epochs=args.backbone_epochs,
-                                epochs_decay=args.backbone_epochs_decay, amp=args.amp),
-        vae=VAEConfig(latent_channels=args.latent_channels, lr=args.vae_lr, epochs=args.vae_epochs),
-        adapt=AdaptConfig(ele_percent=args.ele_percent, lr=args.adapt_lr, epochs=args.adapt_epochs,
-                          kl_weight=args.kl_weight),
+        dataroot=str(args.dataroot), workdir=str(args.workdir), backbone=backbone, vae=vae, adapt=adapt,
         guards=GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift),
         supervised_epochs=args.supervised_epochs, robust_epochs=args.robust_epochs, slice_size=args.slice_size,
         preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
@@ -500,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    parser.command_parsers = sub.choices  # type: ignore[attr-defined]  # to name flags in errors
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -790,6 +811,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _as_typed(exc: Uda3dError, parser: argparse.ArgumentParser, command: str) -> Uda3dError:
+    """A config field the user set by a flag of the same name is named as that flag (``lr`` -> ``--lr``)."""
+    if not isinstance(exc, ConfigError) or exc.source is not None or exc.field.startswith("-"):
+        return exc
+    flag = "--" + exc.field.replace("_", "-")
+    options = {o for action in parser.command_parsers[command]._actions for o in action.option_strings}
+    return ConfigError(flag, exc.problem) if flag in options else exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Bad input: one line, exit 2. Ctrl-C: exit 130; SIGTERM (a scheduler's kill): exit 143.
 
@@ -815,7 +845,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Uda3dError as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"uda3d {args.command}: error: {exc}\n")
+        sys.stderr.write(f"uda3d {args.command}: error: {_as_typed(exc, parser, args.command)}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         how = "terminated (SIGTERM)" if received else "interrupted"
