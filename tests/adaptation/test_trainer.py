@@ -160,3 +160,18 @@ def test_target_step_keeps_the_source_gradients_still_accumulating(setup):
     assert any(not torch.equal(before[n], after[n]) for n in before)  # the target step did step
     for name, grad in pending.items():  # and the source gradients are still there for the boundary step
         assert torch.equal(after[name].grad, grad), name
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_the_source_step_uses_the_backbones_augmentation(setup, augment):
+    """The source step is the supervised step (METHOD.md section 3), augmented as the backbone was trained."""
+    state, encoder, src_train, src_val, target, references = setup
+    backbone = Pix2PixTrainer(BackboneConfig(ngf=4, ndf=4, epochs=4, epochs_decay=0, augment=augment), CPU)
+    backbone.load_state_dict(state)
+    seen = []
+    step = backbone.train_step
+    backbone.train_step = lambda batch, rng=None: seen.append(rng) or step(batch, rng)
+    trainer = AdaptTrainer(backbone, encoder, SLICES, AdaptConfig(epochs=1))
+    fit_adapt(trainer, lambda e: DataLoader(src_train, batch_size=1), lambda: DataLoader(target, batch_size=1),
+              lambda: DataLoader(src_val, batch_size=1), references, GuardConfig(max_source_drop=100))
+    assert seen and all((rng is not None) == augment for rng in seen)

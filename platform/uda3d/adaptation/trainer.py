@@ -23,7 +23,7 @@ from uda3d.adaptation.objective import fit_population_prior, latent_alignment_lo
 from uda3d.config import AdaptConfig
 from uda3d.data.slices import SliceConfig
 from uda3d.models.vae2d import SliceEncoder, VolumeEncoder
-from uda3d.training.pix2pix import Pix2PixTrainer
+from uda3d.training.pix2pix import Pix2PixTrainer, augmentation_rng
 from uda3d.training.runtime import autocast, cycle_batches, own_gradients, unwrap
 
 Batch = dict[str, Any]
@@ -196,11 +196,16 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
     saved = {progress.fallback_epoch: progress.fallback}
     if progress.records:
         saved[progress.records[-1].epoch] = copy.deepcopy(generator.state_dict())
+    backbone_config = trainer.backbone.config
+    augmented = backbone_config.augment or backbone_config.robust_augment or backbone_config.spatial_augment
     for epoch in range(first, trainer.config.epochs + 1):
         source = cycle_batches(source_batches, epoch)
+        # the source step is the backbone's supervised step, with its augmentation (METHOD.md section 3),
+        # drawn from (adaptation seed, rank, epoch) so a resumed adaptation repeats it
+        rng = augmentation_rng(trainer.config.seed, trainer.backbone.rank, epoch) if augmented else None
         for i, target in enumerate(target_batches()):
             if trainer.config.source_step:
-                trainer.backbone.train_step(next(source))
+                trainer.backbone.train_step(next(source), rng)
             trainer.target_step(target["input"], references[i % len(references)])
         record = trainer.record(epoch, source_val(), monitor())
         progress.records.append(record)
