@@ -232,3 +232,18 @@ def test_a_misspelled_split_folder_is_reported(cohort_copy, capsys):
                                            ("sub-01_FLAIR.nii.gz", "flair")])
 def test_bids_suffixes(name, expected):
     assert modality_of(name) == expected
+
+
+def test_a_subject_at_another_voxel_spacing_is_named(cohort_copy, capsys):
+    """Same shape, half the spacing: the network would see a brain twice the size; validation says so."""
+    folder = subject_dir(cohort_copy, "domain2_train")
+    for modality in ("flair", "t1", "t1ce", "t2", "seg"):
+        path = modality_file(folder, modality)
+        img = nib.load(str(path))
+        affine = img.affine.copy()
+        affine[:3, :3] *= 0.5
+        _rewrite(path, np.asanyarray(img.dataobj), affine)
+    code, _, err = _run(capsys, "validate-data", str(cohort_copy), "--quiet")
+    [line] = _problem_lines(err)
+    assert code == 2 and str(modality_file(folder, "flair")) in line
+    assert "voxel spacing" in line and "differs from most of its site's" in line

@@ -120,6 +120,37 @@ def _content_problems(modality: str, path: Path, volume: Volume) -> list[Problem
     return []
 
 
+SPACING_TOLERANCE = 0.01  # relative: 1% of a voxel side
+
+
+def spacing_outliers(subjects: list[Subject]) -> list[Problem]:
+    """Subjects whose voxel spacing differs from most of their site's (the network sees voxels, not mm).
+
+    A subject at half the spacing looks like a brain twice the size to the network. Spacing comes
+    from the FLAIR's header (read lazily; unreadable files are reported elsewhere).
+    """
+    from collections import Counter
+
+    from uda3d.io.nifti import load_header
+
+    spacing: dict[str, tuple[float, ...]] = {}
+    for s in subjects:
+        if "flair" not in s.files:
+            continue
+        try:
+            zooms = load_header(s.files["flair"]).header.get_zooms()[:3]
+        except DataError:
+            continue
+        spacing[str(s.files["flair"])] = tuple(round(float(z), 3) for z in zooms)
+    if len(spacing) < 2:
+        return []
+    usual = Counter(spacing.values()).most_common(1)[0][0]
+    return [Problem(path, f"voxel spacing {list(z)} mm differs from most of its site's {list(usual)} mm; "
+                          "expected one spacing per site (resample the subject to it)")
+            for path, z in spacing.items()
+            if not np.allclose(z, usual, rtol=SPACING_TOLERANCE)]
+
+
 def leaked_subjects(splits: dict[str, list[Subject]]) -> list[Problem]:
     """Subjects that appear in two splits of the same domain (train/test leakage)."""
     seen: dict[tuple[str, str], Subject] = {}
@@ -149,6 +180,11 @@ def validate_root(root: str | Path, splits: Iterable[str] | None = None,
     for subject in tqdm(everyone, desc="validate", unit="subject", disable=not progress):
         report.problems.extend(validate_subject(subject))
     report.problems.extend(leaked_subjects(found))
+    domains: dict[str, list[Subject]] = {}
+    for s in everyone:
+        domains.setdefault(s.domain, []).append(s)
+    for subjects in domains.values():  # one site, one protocol: its splits share a spacing
+        report.problems.extend(spacing_outliers(subjects))
     report.problems.extend(Problem(str(folder), f"looks like split folder {likely} but is not named exactly so, "
                                                 "and no command reads it; expected <domainN>_<train|val|test>")
                            for folder, likely in near_miss_splits(root))
