@@ -258,14 +258,13 @@ def cmd_train_vae(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from uda3d.adaptation.guards import GuardConfig
     from uda3d.adaptation.run import AdaptRun, run_adapt
     from uda3d.config import AdaptConfig
 
     adapt = AdaptConfig(ele_percent=args.ele_percent, kl_weight=args.kl_weight, lr=args.lr, epochs=args.epochs,
                         target_subjects=args.target_subjects, slice_order=args.slice_order,
                         source_step=not args.no_source_step, prior=args.prior, amp=args.amp, seed=args.seed)
-    guards = GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift)
+    guards = _guards(args)
     run = AdaptRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone_checkpoint=str(args.backbone),
                    vae_checkpoint=str(args.vae), adapt=adapt, guards=guards, preprocess=_preprocess_config(args),
                    scaling=_scaling_options(args), tracking=_tracking(args), source_domain=args.source_domain,
@@ -284,8 +283,24 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pipeline(args: argparse.Namespace) -> int:
+def _guards(args: argparse.Namespace):
     from uda3d.adaptation.guards import GuardConfig
+
+    return GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift,
+                       max_hf_rise=args.max_hf_rise, max_background_rise=args.max_background_rise)
+
+
+def _add_guard_options(g, defaults) -> None:
+    g.add_argument("--max-source-drop", type=float, default=defaults.max_source_drop, help="dB of source-val PSNR")
+    g.add_argument("--max-intensity-drift", type=float, default=defaults.max_intensity_drift,
+                   help="relative change of the target outputs' mean/std in the brain")
+    g.add_argument("--max-hf-rise", type=float, default=defaults.max_hf_rise,
+                   help="relative rise of the target outputs' high-frequency energy (noise)")
+    g.add_argument("--max-background-rise", type=float, default=defaults.max_background_rise,
+                   help="rise of the mean |output| outside the brain (background fill-in)")
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
     from uda3d.config import AdaptConfig, BackboneConfig, VAEConfig
     from uda3d.pipeline import PipelineConfig, format_table, run_pipeline
 
@@ -299,7 +314,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                             kl_weight=args.kl_weight)
     config = PipelineConfig(
         dataroot=str(args.dataroot), workdir=str(args.workdir), backbone=backbone, vae=vae, adapt=adapt,
-        guards=GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift),
+        guards=_guards(args),
         supervised_epochs=args.supervised_epochs, robust_epochs=args.robust_epochs, slice_size=args.slice_size,
         preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
         register_as=args.register_as, device=args.device, resume=args.resume, progress=not args.quiet)
@@ -361,10 +376,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _tune_run(args: argparse.Namespace, space, kind: str):
-    from uda3d.adaptation.guards import GuardConfig
     from uda3d.tuning.tune import TuneRun
 
-    guards = GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift)
+    guards = _guards(args)
     return TuneRun(space=space, dataroot=str(args.dataroot), workdir=str(args.workdir),
                    backbone_checkpoint=str(args.backbone), vae_checkpoint=str(args.vae), guards=guards,
                    preprocess=_preprocess_config(args), tracking=_tracking(args),
@@ -638,9 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16, or fp16 + scaler)")
     g.add_argument("--seed", type=_non_negative_int, default=0)
     g = p.add_argument_group("guards (no target labels needed)")
-    g.add_argument("--max-source-drop", type=float, default=_GUARDS.max_source_drop, help="dB of source-val PSNR")
-    g.add_argument("--max-intensity-drift", type=float, default=_GUARDS.max_intensity_drift,
-                   help="relative change of output mean/std")
+    _add_guard_options(g, _GUARDS)
     _add_preprocess_options(p)
     _add_scaling_options(p)
 
@@ -672,8 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kl-weight", type=float, default=_ADAPT.kl_weight)
     g.add_argument("--adapt-lr", type=float, default=_ADAPT.lr)
     g.add_argument("--adapt-epochs", type=_positive_int, default=_ADAPT.epochs)
-    g.add_argument("--max-source-drop", type=float, default=_GUARDS.max_source_drop)
-    g.add_argument("--max-intensity-drift", type=float, default=_GUARDS.max_intensity_drift)
+    _add_guard_options(g, _GUARDS)
     g.add_argument("--supervised-epochs", type=_positive_int, default=_PIPELINE.supervised_epochs)
     g.add_argument("--robust-epochs", type=_positive_int, default=_PIPELINE.robust_epochs,
                    help="epochs of the robust fine-tune (the default uda)")
@@ -725,8 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--experiment", default="uda3d")
         p.add_argument("--tracking-uri", default=None)
         p.add_argument("--no-tracking", action="store_true")
-        p.add_argument("--max-source-drop", type=float, default=_GUARDS.max_source_drop)
-        p.add_argument("--max-intensity-drift", type=float, default=_GUARDS.max_intensity_drift)
+        _add_guard_options(p, _GUARDS)
         _add_preprocess_options(p)
 
     p = add("tune", cmd_tune, "Ray Tune + Optuna (TPE) + ASHA over the adaptation's hyperparameters from a "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from uda3d.adaptation.guards import EpochRecord, GuardConfig, choose_checkpoint
+from uda3d.adaptation.guards import EpochRecord, GuardConfig, choose_checkpoint, violation
 from uda3d.adaptation.objective import (
     kth_percentile,
     latent_alignment_loss,
@@ -129,3 +129,40 @@ def test_population_prior_loss_is_the_kl_to_the_prior():
     kept = expected.sort().values[1:]  # ele_percent 100 keeps all elements strictly above the minimum
     assert float(latent_alignment_loss(mu_p, ls_p, mu_f, ls_f, ele_percent=100)) == pytest.approx(
         float(kept.mean()), rel=1e-5)
+
+
+def _smooth_output(seed: int = 0):
+    """A smooth brain-like output (std ~0.2 inside a ball) and its brain mask."""
+    g = torch.Generator().manual_seed(seed)
+    z, y, x = torch.meshgrid(*(torch.linspace(-1, 1, 32),) * 3, indexing="ij")
+    brain = (x**2 + y**2 + z**2) < 0.6
+    field = torch.nn.functional.avg_pool3d(torch.rand(1, 1, 32, 32, 32, generator=g), 7, 1, 3)[0, 0]
+    volume = 0.4 + 0.2 * (field - field[brain].mean()) / field[brain].std()
+    return torch.where(brain, volume, torch.zeros_like(volume)), brain
+
+
+def _record(volume, brain, epoch=0):
+    from uda3d.adaptation.guards import background_level, high_frequency_energy
+
+    inside = volume[brain]
+    return EpochRecord(epoch, 25.0, float(inside.mean()), float(inside.std()), high_frequency_energy(volume, brain),
+                       background_level(volume, brain))
+
+
+def test_planted_noise_passes_the_intensity_guards_but_not_the_high_frequency_one():
+    clean, brain = _smooth_output()
+    noise = 0.09 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    noisy = torch.where(brain, clean + noise, clean)
+    start, after = _record(clean, brain), _record(noisy, brain, 1)
+    blind = GuardConfig(max_hf_rise=1e9)  # the guards as they were: mean and std barely move
+    assert violation(after, start, blind) is None
+    problem = violation(after, start, GuardConfig())
+    assert problem is not None and "high-frequency energy rose" in problem and problem.endswith("noise")
+
+
+def test_planted_background_fill_in_is_caught_outside_the_brain():
+    clean, brain = _smooth_output()
+    filled = torch.where(brain, clean, torch.full_like(clean, 0.1))  # inside unchanged
+    start, after = _record(clean, brain), _record(filled, brain, 1)
+    assert violation(after, start, GuardConfig(max_background_rise=1e9)) is None
+    assert "background fill-in" in violation(after, start, GuardConfig())

@@ -89,7 +89,8 @@ SPECS: dict[type, tuple[dict[str, Check], list[tuple[tuple[str, ...], Callable[[
                    "prior": one_of("subject", "population"), "amp": flag, "seed": integer(0)}, []),
     HarmoniserConfig: ({"knots": integer(2), "steps": integer(1), "lr": number(lambda v: 0 < v < 10),
                         "voxels": integer(16), "projections": integer(1), "seed": integer(0)}, []),
-    GuardConfig: ({"max_source_drop": number(lambda v: v >= 0), "max_intensity_drift": number(lambda v: v >= 0)},
+    GuardConfig: ({"max_source_drop": number(lambda v: v >= 0), "max_intensity_drift": number(lambda v: v >= 0),
+                   "max_hf_rise": number(lambda v: v >= 0), "max_background_rise": number(lambda v: v >= 0)},
                   []),
 }
 

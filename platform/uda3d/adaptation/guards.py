@@ -3,8 +3,12 @@
 During adaptation nothing tells us the target quality (there is no target T1). What we can watch
 without labels is (a) the source-validation metric, which must not fall more than ``max_source_drop``
 below the starting model's, and (b) the generated target outputs' intensity statistics, which must
-not drift more than ``max_intensity_drift`` from the starting model's (a collapse that fills in the
-background or flattens contrast shows here first, METHOD.md section 8). Adaptation stops at the
+not drift more than ``max_intensity_drift`` from the starting model's (a collapse that flattens
+contrast shows here first, METHOD.md section 8), (c) their high-frequency energy (the Laplacian's
+energy relative to the variance, inside the brain), which noise raises while mean and std barely
+move (sigma 0.09 noise on outputs of std 0.2 passed (b) and cost 2 dB), and (d) the output outside
+the brain, where a skull-stripped T1 is 0 and (b), which looks inside only, cannot see a filled-in
+background. Adaptation stops at the
 first epoch that breaks a bound and rolls back to the last epoch before it (the starting model if
 the first adapted epoch already broke one). The decision and its reason are returned for the
 report. The guard never claims an adapted model is *better* on the target: it only keeps users
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import torch
 
 from uda3d.config import check_fields
 from uda3d.errors import ConfigError
@@ -28,26 +34,55 @@ class GuardConfig:
         max_source_drop: largest allowed fall of source-val PSNR below the starting model (dB).
         max_intensity_drift: largest allowed relative change of the target outputs' mean and std
             inside the brain, relative to the starting model's.
+        max_hf_rise: largest allowed relative rise of the target outputs' high-frequency energy.
+        max_background_rise: largest allowed rise of the mean |output| outside the brain ([0, 1] units).
     """
 
     max_source_drop: float = 0.2
     max_intensity_drift: float = 0.1
+    max_hf_rise: float = 0.5
+    max_background_rise: float = 0.02
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for name in ("max_source_drop", "max_intensity_drift"):
+        for name in ("max_source_drop", "max_intensity_drift", "max_hf_rise", "max_background_rise"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"expected a non-negative bound, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """What the guard sees of one checkpoint: source-val PSNR and target output mean/std (brain)."""
+    """What the guard sees of one checkpoint: source-val PSNR, target output mean/std (brain), the
+    outputs' high-frequency energy (brain) and their level outside the brain (0 in older records)."""
 
     epoch: int
     source_psnr: float
     target_mean: float
     target_std: float
+    target_hf: float = 0.0
+    target_background: float = 0.0
+
+
+def high_frequency_energy(volume: torch.Tensor, brain: torch.Tensor) -> float:
+    """Mean squared 7-point Laplacian over the brain divided by the brain's variance (scale-free).
+
+    A smooth image has little Laplacian energy; white noise of std s adds 42 s^2 of it.
+    """
+    kernel = torch.zeros(1, 1, 3, 3, 3, dtype=volume.dtype, device=volume.device)
+    kernel[0, 0, 1, 1, 1] = -6.0
+    for index in ((0, 1, 1), (2, 1, 1), (1, 0, 1), (1, 2, 1), (1, 1, 0), (1, 1, 2)):
+        kernel[(0, 0, *index)] = 1.0
+    lap = torch.nn.functional.conv3d(volume.reshape(1, 1, *volume.shape[-3:]), kernel, padding=1)[0, 0]
+    inside = brain.reshape(volume.shape[-3:]).bool()
+    if not inside.any():
+        return 0.0
+    return float((lap[inside] ** 2).mean() / volume.reshape(volume.shape[-3:])[inside].var().clamp_min(1e-8))
+
+
+def background_level(volume: torch.Tensor, brain: torch.Tensor) -> float:
+    """Mean |output| outside the brain (a skull-stripped T1 is 0 there)."""
+    outside = ~brain.reshape(volume.shape[-3:]).bool()
+    return float(volume.reshape(volume.shape[-3:])[outside].abs().mean()) if outside.any() else 0.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +104,15 @@ def violation(record: EpochRecord, start: EpochRecord, bounds: GuardConfig) -> s
         drift = abs(now - then) / max(abs(then), 1e-8)
         if drift > bounds.max_intensity_drift:
             return f"target output {name} drifted {100 * drift:.0f}% (> {100 * bounds.max_intensity_drift:.0f}%)"
+    if start.target_hf > 0:
+        rise = (record.target_hf - start.target_hf) / start.target_hf
+        if rise > bounds.max_hf_rise:
+            return (f"target outputs' high-frequency energy rose {100 * rise:.0f}% "
+                    f"(> {100 * bounds.max_hf_rise:.0f}%): noise")
+    fill = record.target_background - start.target_background
+    if fill > bounds.max_background_rise:
+        return (f"target output outside the brain rose by {fill:.3f} (> {bounds.max_background_rise}): "
+                "background fill-in")
     return None
 
 

@@ -18,7 +18,15 @@ from typing import Any
 
 import torch
 
-from uda3d.adaptation.guards import EpochRecord, GuardConfig, GuardDecision, choose_checkpoint, violation
+from uda3d.adaptation.guards import (
+    EpochRecord,
+    GuardConfig,
+    GuardDecision,
+    background_level,
+    choose_checkpoint,
+    high_frequency_energy,
+    violation,
+)
 from uda3d.adaptation.objective import fit_population_prior, latent_alignment_loss, order_for_slicing
 from uda3d.config import AdaptConfig
 from uda3d.data.slices import SliceConfig
@@ -53,6 +61,28 @@ class AdaptProgress:
         return cls(start=EpochRecord(**state["start"]), records=[EpochRecord(**r) for r in state["records"]],
                    objective=[float(v) for v in state["objective"]], fallback_epoch=int(state["fallback_epoch"]),
                    fallback=state["fallback"])
+
+
+ROLLBACK_KEYS = ("generator", "discriminator", "opt_g", "opt_d", "scaler")
+
+
+def snapshot(backbone: Pix2PixTrainer) -> dict[str, Any]:
+    """What a rollback restores: both networks and their optimisers (and the AMP scaler), copied."""
+    state = backbone.state_dict()
+    return copy.deepcopy({k: state[k] for k in ROLLBACK_KEYS})
+
+
+def restore(backbone: Pix2PixTrainer, saved: dict[str, Any]) -> None:
+    """Put a ``snapshot`` back; an older snapshot holding the generator's weights only restores those."""
+    if "generator" not in saved:
+        unwrap(backbone.generator).load_state_dict(saved)
+        return
+    unwrap(backbone.generator).load_state_dict(saved["generator"])
+    unwrap(backbone.discriminator).load_state_dict(saved["discriminator"])
+    backbone.opt_g.load_state_dict(saved["opt_g"])
+    backbone.opt_d.load_state_dict(saved["opt_d"])
+    if saved.get("scaler"):
+        backbone.scaler.load_state_dict(saved["scaler"])
 
 
 @dataclass(frozen=True)
@@ -129,12 +159,16 @@ class AdaptTrainer:
     def record(self, epoch: int, source_val: Iterable[Batch], target: Iterable[Batch]) -> EpochRecord:
         """Source-val PSNR and the target outputs' mean/std inside the brain (no target labels used)."""
         psnr = self.backbone.evaluate(source_val)["psnr"]
-        values = []
+        values, hf, background = [], [], []
         for batch in target:
             out = self.backbone.predict(batch["input"])
-            values.append(out[batch["mask"] > 0])
+            for volume, brain in zip(out, batch["mask"] > 0):
+                values.append(volume[brain])
+                hf.append(high_frequency_energy(volume, brain))
+                background.append(background_level(volume, brain))
         voxels = torch.cat(values)
-        return EpochRecord(epoch, psnr, float(voxels.mean()), float(voxels.std()))
+        return EpochRecord(epoch, psnr, float(voxels.mean()), float(voxels.std()), sum(hf) / len(hf),
+                           sum(background) / len(background))
 
     @torch.no_grad()
     def mean_objective(self, target: Iterable[Batch], references: Sequence[torch.Tensor]) -> float:
@@ -171,7 +205,6 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
     monitor = target_monitor or target_batches
     if trainer.config.prior == "population":
         trainer.fit_prior(references)
-    generator = unwrap(trainer.backbone.generator)
 
     def with_eval(metrics: dict[str, float]) -> dict[str, float]:
         if evaluate is not None:
@@ -182,8 +215,9 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
         start = trainer.record(0, source_val(), monitor())
         objective = [trainer.mean_objective(monitor(), references)]
         report(with_eval({"epoch": 0.0, "objective": objective[0], "source_val_psnr": start.source_psnr,
-                          "target_mean": start.target_mean, "target_std": start.target_std}))
-        progress = AdaptProgress(start, [], objective, 0, copy.deepcopy(generator.state_dict()))
+                          "target_mean": start.target_mean, "target_std": start.target_std,
+                          "target_hf": start.target_hf, "target_background": start.target_background}))
+        progress = AdaptProgress(start, [], objective, 0, snapshot(trainer.backbone))
         first = 1
     else:
         progress = AdaptProgress(resume.start, list(resume.records), list(resume.objective), resume.fallback_epoch,
@@ -195,7 +229,7 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
     trainer.progress = progress
     saved = {progress.fallback_epoch: progress.fallback}
     if progress.records:
-        saved[progress.records[-1].epoch] = copy.deepcopy(generator.state_dict())
+        saved[progress.records[-1].epoch] = snapshot(trainer.backbone)
     backbone_config = trainer.backbone.config
     augmented = backbone_config.augment or backbone_config.robust_augment or backbone_config.spatial_augment
     for epoch in range(first, trainer.config.epochs + 1):
@@ -210,17 +244,18 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
         record = trainer.record(epoch, source_val(), monitor())
         progress.records.append(record)
         objective.append(trainer.mean_objective(monitor(), references))
-        saved[epoch] = copy.deepcopy(generator.state_dict())
+        saved[epoch] = snapshot(trainer.backbone)
         broken = violation(record, start, guards)
         if not broken:
             progress.fallback_epoch, progress.fallback = epoch, saved[epoch]
         metrics = with_eval({"epoch": float(epoch), "objective": objective[-1], "source_val_psnr": record.source_psnr,
-                             "target_mean": record.target_mean, "target_std": record.target_std})
+                             "target_mean": record.target_mean, "target_std": record.target_std,
+                             "target_hf": record.target_hf, "target_background": record.target_background})
         report(metrics)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
         if broken:
             break
     decision = choose_checkpoint(start, progress.records, guards)
-    generator.load_state_dict(saved[decision.kept_epoch])
+    restore(trainer.backbone, saved[decision.kept_epoch])
     return AdaptResult(start=start, epochs=list(progress.records), objective=objective, decision=decision)

@@ -116,7 +116,8 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
             tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=0)
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
-        record = EpochRecord(epoch, metrics["source_val_psnr"], metrics["target_mean"], metrics["target_std"])
+        record = EpochRecord(epoch, metrics["source_val_psnr"], metrics["target_mean"], metrics["target_std"],
+                             metrics["target_hf"], metrics["target_background"])
         problem = violation(record, trainer.progress.start, guards)
         out = {**metrics, "augmented_source_mae": augmented_source_error(backbone.generator, selection),
                "guard_ok": 0.0 if problem else 1.0, "mlflow_run_id_set": 1.0}
