@@ -84,3 +84,11 @@ def test_receptive_field_closed_form():
     assert receptive_field(1) == 24
     # n=2: 1 + 3 + 2 | conv4 at jump 2 (+6), blur at jump 2 (+4) | three conv4 at jump 4 (+12 each) = 52.
     assert receptive_field(2) == 52
+
+
+def test_method_discriminator_parameter_count_and_biases():
+    """540,737 at ndf 64: biases on the first and the last convolution only (the method's count)."""
+    d = PatchDiscriminator3D(3, ndf=64, n_layers=1)
+    assert sum(p.numel() for p in d.parameters()) == 540_737
+    convs = [m for m in d.modules() if isinstance(m, nn.Conv3d)]
+    assert [c.bias is not None for c in convs] == [True, False, False, True]

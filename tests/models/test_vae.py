@@ -49,3 +49,17 @@ def test_volume_encoder_matches_per_slice_encoding_and_passes_gradients():
     assert volume.grad is not None and float(volume.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="slice config"):
         VolumeEncoder(vae.encoder, SliceConfig(size=64))
+
+
+def test_encoder_matches_the_method_layout_and_size():
+    """METHOD.md section 2: blocks out 4, 8, ..., 128 (first 4 -> 4), heads 128 -> 256, main path in->in then
+    in->out: about 1.7M parameters at gf_dim 4, latent 256 (the earlier layout had 5.1M)."""
+    from torch import nn
+
+    from uda3d.models.vae2d import SliceEncoder
+
+    encoder = SliceEncoder(256, 4, 256)
+    assert sum(p.numel() for p in encoder.parameters()) == 1_726_296
+    strided = [m for m in encoder.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    mains = strided[0::2][:6]  # each body block: main-path strided conv, then its shortcut
+    assert [(c.in_channels, c.out_channels) for c in mains] == [(4, 4), (4, 4), (8, 8), (16, 16), (32, 32), (64, 64)]

@@ -18,14 +18,14 @@ from uda3d.errors import ConfigError
 
 def conv_block(spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                padding: int | None = None, norm: str | None = "instance", act: str | tuple | None = "relu",
-               transposed: bool = False, output_padding: int | None = None) -> nn.Module:
+               transposed: bool = False, output_padding: int | None = None, bias: bool = True) -> nn.Module:
     """Conv -> norm -> act as one MONAI ``Convolution`` (InstanceNorm without affine, as the method)."""
     from monai.networks.blocks import Convolution
 
     norm_arg = None if norm is None else (norm, {"affine": False}) if norm == "instance" else norm
     return Convolution(spatial_dims, in_channels, out_channels, strides=stride, kernel_size=kernel_size,
                        padding=padding, norm=norm_arg, act=act, is_transposed=transposed,
-                       output_padding=output_padding, conv_only=norm is None and act is None, bias=True)
+                       output_padding=output_padding, conv_only=norm is None and act is None, bias=bias)
 
 
 def instance_norm(spatial_dims: int, channels: int) -> nn.Module:

@@ -5,7 +5,9 @@ On concat(input, T1) (3 channels): Conv k4 s1 p1 -> IN -> LeakyReLU(0.2) -> blur
 a final Conv k4 s1 p1 to one channel of patch logits. With ``n_layers=1`` (the method's setting)
 that is the four convolutions whose outputs (code layers 0, 3, 6, 9) feed the feature-matching loss.
 MONAI's ``PatchDiscriminator`` has no anti-aliased downsampling, so the stages are built here from
-MONAI ``Convolution`` blocks.
+MONAI ``Convolution`` blocks. Biases as in the method's count: the first and the last convolution
+have one, the normalised ones after the first do not (pix2pix's ``use_bias`` compares the norm
+layer with ``InstanceNorm2d``, which a 3D InstanceNorm never equals): 540,737 parameters at ndf 64.
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ class PatchDiscriminator3D(nn.Module):
         act = ("leakyrelu", {"negative_slope": 0.2})
         stages: list[nn.Module] = []
         prev = in_channels
-        for c in chans[:n_layers]:
-            stages.append(nn.Sequential(conv_block(3, prev, c, KERNEL, 1, PADDING, act=act), BlurDownsample(3, c)))
+        for i, c in enumerate(chans[:n_layers]):
+            stages.append(nn.Sequential(conv_block(3, prev, c, KERNEL, 1, PADDING, act=act, bias=i == 0),
+                                        BlurDownsample(3, c)))
             prev = c
         for c in chans[n_layers:-1]:
-            stages.append(conv_block(3, prev, c, KERNEL, 1, PADDING, act=act))
+            stages.append(conv_block(3, prev, c, KERNEL, 1, PADDING, act=act, bias=False))
             prev = c
         stages.append(conv_block(3, prev, 1, KERNEL, 1, PADDING, norm=None, act=None))
         self.stages = nn.ModuleList(stages)

@@ -1,9 +1,12 @@
 """The 2D slice VAE of the method (METHOD.md section 2) and a whole-volume encoder around it.
 
-Encoder: Conv3x3 (1 -> gf) + BN + LeakyReLU(0.2); residual down blocks (main path conv s2 -> BN ->
-LReLU -> conv -> BN, shortcut conv s2 -> BN) doubling channels; the last block twice, as the mean
-and log-sigma heads, so the latent is ``latent_channels`` x 2 x 2 per slice. Decoder: the mirror
-with nearest-upsampling residual blocks, Conv + BN + LReLU, and a linear Conv3x3 to one channel.
+Encoder: Conv3x3 (1 -> gf) + BN + LeakyReLU(0.2); residual down blocks (main path conv s2 in->in
+-> BN -> LReLU -> conv in->out -> BN, shortcut conv s2 -> BN) with outputs gf, gf, 2gf, 4gf, ...;
+the last block twice, as the mean and log-sigma heads (to ``latent_channels``), so the latent is
+``latent_channels`` x 2 x 2 per slice: 1,726,296 parameters at gf 4, latent 256, 256^2 slices, the
+method's layout (METHOD.md section 2; an earlier layout here widened to 256 channels before the
+heads and put the first convolution at in->out, 5.1M). Decoder: the mirror with
+nearest-upsampling residual blocks, Conv + BN + LReLU, and a linear Conv3x3 to one channel.
 The number of down blocks is log2(slice_size / 2): 7 for 256^2 BraTS slices, 5 for 64^2 demo
 slices. The conv/BN/activation triplets are MONAI ``Convolution`` blocks (``spatial_dims=2``).
 BatchNorm sees one volume per batch, as the method trains, so its statistics are per volume.
@@ -32,12 +35,12 @@ def n_blocks(slice_size: int) -> int:
 
 
 class ResidualDown(nn.Module):
-    """conv s2 -> BN -> LReLU -> conv -> BN, plus conv s2 -> BN shortcut; LReLU of the sum unless ``head``."""
+    """conv s2 in->in -> BN -> LReLU -> conv in->out -> BN, plus conv s2 -> BN shortcut; LReLU unless ``head``."""
 
     def __init__(self, in_ch: int, out_ch: int, head: bool = False) -> None:
         super().__init__()
-        self.main = nn.Sequential(conv_block(2, in_ch, out_ch, 3, 2, 1, norm="batch", act=LEAKY),
-                                  conv_block(2, out_ch, out_ch, 3, 1, 1, norm="batch", act=None))
+        self.main = nn.Sequential(conv_block(2, in_ch, in_ch, 3, 2, 1, norm="batch", act=LEAKY),
+                                  conv_block(2, in_ch, out_ch, 3, 1, 1, norm="batch", act=None))
         self.skip = conv_block(2, in_ch, out_ch, 3, 2, 1, norm="batch", act=None)
         self.act = nn.Identity() if head else nn.LeakyReLU(0.2)
 
@@ -46,13 +49,13 @@ class ResidualDown(nn.Module):
 
 
 class ResidualUp(nn.Module):
-    """nearest x2 -> conv -> BN -> LReLU -> conv -> BN, plus nearest x2 -> conv -> BN shortcut; LReLU."""
+    """nearest x2 -> conv in->in -> BN -> LReLU -> conv in->out -> BN, plus nearest x2 -> conv -> BN shortcut; LReLU."""
 
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.main = nn.Sequential(conv_block(2, in_ch, out_ch, 3, 1, 1, norm="batch", act=LEAKY),
-                                  conv_block(2, out_ch, out_ch, 3, 1, 1, norm="batch", act=None))
+        self.main = nn.Sequential(conv_block(2, in_ch, in_ch, 3, 1, 1, norm="batch", act=LEAKY),
+                                  conv_block(2, in_ch, out_ch, 3, 1, 1, norm="batch", act=None))
         self.skip = conv_block(2, in_ch, out_ch, 3, 1, 1, norm="batch", act=None)
         self.act = nn.LeakyReLU(0.2)
 
@@ -62,8 +65,11 @@ class ResidualUp(nn.Module):
 
 
 def channel_plan(slice_size: int, gf_dim: int) -> list[int]:
-    """Channels after the stem and each body block: gf, 2gf, 4gf, ... (the heads output latent_channels)."""
-    return [gf_dim * 2 ** i for i in range(n_blocks(slice_size))]
+    """Channels after the stem and each body block: gf, gf, 2gf, 4gf, ... (the heads output latent_channels).
+
+    ``n_blocks`` stride-2 blocks in all: the body's ``n_blocks - 1`` and the heads.
+    """
+    return [gf_dim] + [gf_dim * 2 ** i for i in range(n_blocks(slice_size) - 1)]
 
 
 class SliceEncoder(nn.Module):
