@@ -153,3 +153,15 @@ def test_ensemble_members_must_share_the_preprocessing(model, tiny_cohort, tmp_p
     [result] = synthesize(load_model(model), subjects, uncertainty=False, members=load_members([model],
                                                                                               load_model(model)))
     assert result.quality["ensemble_spread"] == 0.0
+
+
+def test_a_conflicting_crop_mode_is_refused():
+    from uda3d.errors import ConfigError
+    from uda3d.inference import stored_preprocess
+
+    state = {"preprocess": asdict(PreprocessConfig(crop="fixed")), "input_shape": [24, 24, 24]}
+    assert stored_preprocess(state)[0].crop == "fixed"
+    with pytest.raises(ConfigError, match="--crop: the checkpoint was trained with the 'fixed' crop, not 'brain'"):
+        stored_preprocess(state, crop="brain")
+    old = {"preprocess": {"orientation": "IPL", "shape": None, "normalisation": "minmax"}}  # before crop existed
+    assert stored_preprocess(old)[0].crop == "brain"

@@ -63,6 +63,9 @@ def _add_preprocess_options(p: argparse.ArgumentParser, stored: bool = False) ->
     p.add_argument("--normalisation", choices=["minmax", "percentile"], default=None if stored else "minmax",
                    help="per-volume intensity scaling (default: " + ("the checkpoint's" if stored else
                                                                      "minmax, as the method") + ")")
+    p.add_argument("--crop", choices=["brain", "fixed"], default=None if stored else "brain",
+                   help="crop window: centred on each brain, or one fixed window as the method (default: "
+                        + ("the checkpoint's" if stored else "brain") + ")")
 
 
 @contextlib.contextmanager
@@ -84,8 +87,8 @@ def _preprocess_config(args: argparse.Namespace):
     from uda3d.config import PreprocessConfig
 
     shape = tuple(args.crop_shape) if args.crop_shape else None
-    with _flags(shape="--crop-shape", normalisation="--normalisation"):
-        return PreprocessConfig(shape=shape, normalisation=args.normalisation or "minmax")
+    with _flags(shape="--crop-shape", normalisation="--normalisation", crop="--crop"):
+        return PreprocessConfig(shape=shape, normalisation=args.normalisation or "minmax", crop=args.crop or "brain")
 
 
 def _add_scaling_options(p: argparse.ArgumentParser) -> None:
@@ -486,7 +489,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
                        uncertainty=not args.no_uncertainty, scale=args.scale, batch_size=args.batch_size)
     model = load_model(args.model, resolve_device(args.device),
                        crop_shape=tuple(args.crop_shape) if args.crop_shape else None,
-                       normalisation=args.normalisation)
+                       normalisation=args.normalisation, crop=args.crop)
     rows = run_synthesis(model, job, progress=not args.quiet, members=load_members(args.ensemble, model))
     flagged = [r["subject"] for r in rows if r.get("outside_source_range")]
     print(f"wrote {len(rows)} synthesized T1 volume(s) to {args.out} ({model.device}); quality estimates in "

@@ -59,14 +59,15 @@ def resolve_device(name: str, flag: str = "--device") -> torch.device:
 
 
 def stored_preprocess(state: dict[str, Any], crop_shape: tuple[int, int, int] | None = None,
-                      normalisation: str | None = None) -> tuple[PreprocessConfig, tuple[int, int, int] | None]:
+                      normalisation: str | None = None, crop: str | None = None
+                      ) -> tuple[PreprocessConfig, tuple[int, int, int] | None]:
     """The checkpoint's preprocessing and trained crop, with the caller's flags checked against them.
 
     A checkpoint without them (written before they were stored) takes the flags, else the defaults.
     """
     window = tuple(int(v) for v in state["input_shape"]) if "input_shape" in state else None
     if "preprocess" not in state:
-        return PreprocessConfig(shape=crop_shape, normalisation=normalisation or "minmax"), window
+        return PreprocessConfig(shape=crop_shape, normalisation=normalisation or "minmax", crop=crop or "brain"), window
     stored = from_dict(PreprocessConfig, dict(state["preprocess"]))
     trained_crop = stored.shape or window
     if crop_shape is not None and trained_crop is not None and tuple(crop_shape) != tuple(trained_crop):
@@ -75,18 +76,22 @@ def stored_preprocess(state: dict[str, Any], crop_shape: tuple[int, int, int] | 
     if normalisation is not None and normalisation != stored.normalisation:
         raise ConfigError("--normalisation", f"the checkpoint was trained with {stored.normalisation!r} "
                                              f"normalisation, not {normalisation!r}; leave --normalisation out")
+    if crop is not None and crop != stored.crop:
+        raise ConfigError("--crop", f"the checkpoint was trained with the {stored.crop!r} crop, not {crop!r}; "
+                                    "leave --crop out")
     return stored, window
 
 
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu",
-               crop_shape: tuple[int, int, int] | None = None, normalisation: str | None = None) -> InferenceModel:
+               crop_shape: tuple[int, int, int] | None = None, normalisation: str | None = None,
+               crop: str | None = None) -> InferenceModel:
     """The generator of ``checkpoint`` (with its harmoniser, if any) and its stored preprocessing."""
     from uda3d.evaluation import load_generator
     from uda3d.training.checkpoint import load_state
 
     device = torch.device(device)
     state = load_state(checkpoint)
-    preprocess, window = stored_preprocess(state, crop_shape, normalisation)
+    preprocess, window = stored_preprocess(state, crop_shape, normalisation, crop)
     reference = state.get("source_reference")
     return InferenceModel(generator=load_generator(checkpoint, device), preprocess=preprocess, window=window,
                           source_reference=dict(reference) if reference else None, device=device,

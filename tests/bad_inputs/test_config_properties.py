@@ -63,7 +63,7 @@ def crop_shape(v: Any) -> bool:
 # Per config: each field's rule, and rules across fields as (fields named, check of the merged values).
 SPECS: dict[type, tuple[dict[str, Check], list[tuple[tuple[str, ...], Callable[[dict], bool]]]]] = {
     PreprocessConfig: ({"orientation": orientation, "shape": crop_shape,
-                        "normalisation": one_of("minmax", "percentile")}, []),
+                        "normalisation": one_of("minmax", "percentile"), "crop": one_of("brain", "fixed")}, []),
     RobustAugmentConfig: ({"probability": number(lambda v: 0 <= v <= 1), "bias_coeff": number(lambda v: v >= 0),
                            "gamma_low": number(lambda v: v > 0), "gamma_high": number(lambda v: v > 0),
                            "noise_std": number(lambda v: v >= 0), "blur_sigma": number(lambda v: v >= 0.5),

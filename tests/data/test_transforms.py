@@ -93,3 +93,18 @@ def test_percentile_normalise_matches_numpy():
                                             ((10, 10, 10), (8, 8, 8))])
 def test_auto_shape(shape, expected):
     assert auto_shape(shape) == expected
+
+
+def test_fixed_window_is_the_methods_for_brats_and_ignores_where_the_brain_is():
+    import numpy as np
+
+    from uda3d.data.transforms import centred_box, covers, fixed_box
+
+    assert fixed_box((155, 240, 240), (144, 192, 192)).start == (8, 24, 24)  # [8:152, 24:216, 24:216]
+    assert fixed_box((64, 64, 64), (48, 48, 48)).start == (8, 8, 8)
+    left, right = np.zeros((64, 64, 64), bool), np.zeros((64, 64, 64), bool)
+    left[10:30, 20:40, 20:40] = True
+    right[30:50, 20:40, 20:40] = True
+    assert centred_box(left, (32, 32, 32)).start != centred_box(right, (32, 32, 32)).start
+    assert fixed_box(left.shape, (32, 32, 32)) == fixed_box(right.shape, (32, 32, 32))
+    assert covers(centred_box(left, (32, 32, 32)), left) and not covers(fixed_box(left.shape, (32, 32, 32)), left)

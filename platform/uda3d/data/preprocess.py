@@ -22,7 +22,9 @@ from uda3d.data.transforms import (
     auto_shape,
     centred_box,
     covering_shape,
+    covers,
     crop,
+    fixed_box,
     minmax_normalise,
     percentile_normalise,
     reorient,
@@ -58,9 +60,9 @@ class PreprocessedSubject:
 def preprocess_subject(subject: Subject, config: PreprocessConfig, cover_brain: bool = False) -> PreprocessedSubject:
     """Load, check, reorient, crop and normalise one subject (no cache).
 
-    ``cover_brain`` widens the crop, axis by axis, to the brain's extent (a multiple of 8) where the
-    configured crop would cut brain off: inference then runs over it window by window instead of
-    losing the voxels outside the crop.
+    ``cover_brain``: where the configured crop would cut brain off, a window centred on the brain and
+    widened, axis by axis, to its extent (a multiple of 8) is used instead; inference then runs over
+    it window by window rather than losing the voxels outside the crop.
     """
     for modality in INPUT_MODALITIES:
         if modality not in subject.files:
@@ -77,9 +79,9 @@ def preprocess_subject(subject: Subject, config: PreprocessConfig, cover_brain: 
     for array in oriented[: len(INPUT_MODALITIES)]:
         brain |= array > 0
     shape = config.shape if config.shape is not None else auto_shape(oriented[0].shape)
-    if cover_brain:
-        shape = covering_shape(brain, shape)
-    box = centred_box(brain, shape)
+    box = fixed_box(oriented[0].shape, shape) if config.crop == "fixed" else centred_box(brain, shape)
+    if cover_brain and not covers(box, brain):
+        box = centred_box(brain, covering_shape(brain, shape))
     normalise = (lambda a: minmax_normalise(a)[0]) if config.normalisation == "minmax" else percentile_normalise
     channels = np.stack([normalise(crop(a, box)) for a in oriented]).astype(np.float32)
     n_in = len(INPUT_MODALITIES)

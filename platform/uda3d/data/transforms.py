@@ -70,6 +70,26 @@ def covering_shape(mask: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, 
                  for size, bottom, top in zip(shape, lo, hi))  # type: ignore[return-value]
 
 
+# The method's crop of a 155x240x240 (IPL) BraTS volume to 144x192x192 (METHOD.md section 1).
+METHOD_FIXED_CROP = ((155, 240, 240), (144, 192, 192), (8, 24, 24))
+
+
+def fixed_box(source_shape: tuple[int, ...], shape: tuple[int, int, int]) -> CropBox:
+    """One window for every subject: the method's offsets for BraTS, else centred in the volume."""
+    full, size, start = METHOD_FIXED_CROP
+    if tuple(source_shape) == full and tuple(shape) == size:
+        begin = start
+    else:
+        begin = tuple((int(n) - int(s)) // 2 for n, s in zip(source_shape, shape))
+    return CropBox(start=tuple(begin), shape=tuple(shape), source_shape=tuple(source_shape))  # type: ignore[arg-type]
+
+
+def covers(box: CropBox, mask: np.ndarray) -> bool:
+    """Whether every non-zero voxel of ``mask`` lies inside ``box``."""
+    lo, hi = bounding_box(mask)
+    return all(b <= low and high <= b + s for b, s, low, high in zip(box.start, box.shape, lo, hi))
+
+
 def centred_box(mask: np.ndarray, shape: tuple[int, int, int]) -> CropBox:
     """A window of ``shape`` centred on the mask's bounding box, kept inside the image where it fits."""
     lo, hi = bounding_box(mask)
