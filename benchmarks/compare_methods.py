@@ -52,6 +52,13 @@ def compare_config(roots: list[Path], workdir: Path, seeds: int) -> CompareConfi
                          tracking=resolve_tracking(workdir, "uda3d-compare"), progress=False)
 
 
+def write_results(name: str, lines: list[str]) -> None:
+    """A Markdown result under ``benchmarks/results/``, also printed."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / name).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def make_cohorts(name: str, workdir: Path) -> list[Path]:
     seed, sites = COHORTS[name]
     roots = []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from compare_methods import BACKBONE, RESULTS, make_cohorts  # noqa: E402
+from compare_methods import BACKBONE, make_cohorts, write_results  # noqa: E402
 
 from uda3d.compare.run import _trainer, load_data, score  # noqa: E402
 from uda3d.config import PreprocessConfig  # noqa: E402
@@ -61,9 +61,7 @@ def main() -> None:
             lines.append(f"| {split} | {metric} | {avg['brain']:.3f} | {avg['fixed']:.3f} | "
                          f"{test['mean_difference']:+.3f} | {test['p_value']:.3g} | {test['n']} |")
     lines += ["", f"Wall time {(time.perf_counter() - start) / 60:.1f} min on 2 CPU cores."]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "crop_modes.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("crop_modes.md", lines)
 
 
 if __name__ == "__main__":

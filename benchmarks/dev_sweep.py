@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from compare_methods import BACKBONE, RESULTS, make_cohorts  # noqa: E402
+from compare_methods import BACKBONE, make_cohorts, write_results  # noqa: E402
 
 from uda3d.adaptation.self_training import self_train  # noqa: E402
 from uda3d.adaptation.ttt import PerSubjectTTT, adapt_site  # noqa: E402
@@ -98,9 +98,7 @@ def main() -> None:
              "| model | target PSNR (dB) | target SSIM | source PSNR (dB) | note |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {p:.2f} | {s:.3f} | {src:.2f} | {note} |" for n, p, s, src, note in rows]
     lines += ["", f"wall time {(time.perf_counter() - started) / 60:.1f} min"]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dev_sweep.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("dev_sweep.md", lines)
 
 
 if __name__ == "__main__":

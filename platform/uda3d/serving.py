@@ -9,7 +9,8 @@ DataFrame or a list of dicts; output: each row's synthesized T1 on its FLAIR's g
 
 The model is logged "from code" (``serving_model.py`` is the model's code file): MLflow warns that
 a pickled Python model can run arbitrary code when loaded, the same reason uda3d's checkpoints
-refuse pickles.
+refuse pickles. This module and ``serving_model.py`` use MLflow's model *format* (``mlflow.pyfunc``);
+runs and the Model Registry go through the tracking adapter (``uda3d.tracking.register_model``).
 """
 
 from __future__ import annotations
@@ -66,36 +67,22 @@ class SynthesisModel(_pyfunc_base()):  # type: ignore[misc]
 
 def log_servable_model(tracking: TrackingConfig, run_id: str, checkpoint: str | Path, name: str,
                        alias: str | None = None, tags: dict[str, str] | None = None) -> dict[str, str]:
-    """Log ``checkpoint`` as a pyfunc model to ``run_id`` and register it as a new version of ``name``.
+    """Save ``checkpoint`` as a pyfunc model and register it as a new version of ``name`` (``tracking.register_model``).
 
-    Saved locally, then logged and registered through an ``MlflowClient`` bound to ``tracking.uri``:
-    the fluent API would set the process-wide tracking URI (and ``$MLFLOW_TRACKING_URI``) as a side effect.
+    Only the model format is MLflow's business here; runs and the registry go through the tracking adapter.
     """
     import tempfile
 
     import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     from uda3d import __version__
+    from uda3d.tracking import register_model
 
     folder = Path(checkpoint)
     state = folder if folder.is_file() else folder / "state.pt"
-    client = MlflowClient(tracking_uri=tracking.uri)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "model"
         mlflow.pyfunc.save_model(path=str(local), python_model=str(CODE_FILE),
                                  artifacts={CHECKPOINT_ARTIFACT: str(state)},
                                  pip_requirements=[f"uda3d=={__version__}"])
-        client.log_artifacts(run_id, str(local), "model")
-    try:
-        client.create_registered_model(name)
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    source = f"{client.get_run(run_id).info.artifact_uri}/model"
-    version = str(client.create_model_version(name, source, run_id=run_id, tags=dict(tags or {})).version)
-    if alias:
-        client.set_registered_model_alias(name, alias, version)
-    return {"name": name, "version": version, "alias": alias or "",
-            "uri": f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"}
+        return register_model(tracking, run_id, local, name, alias, tags)

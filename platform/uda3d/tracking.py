@@ -176,6 +176,32 @@ def finish_open_runs(config: TrackingConfig | None, tags_by_run: Mapping[str, Ma
     return ended
 
 
+def register_model(config: TrackingConfig, run_id: str, directory: str | Path, name: str, alias: str | None = None,
+                   tags: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Log the model folder ``directory`` to ``run_id`` as ``model/`` and register it as a new version of ``name``.
+
+    Through an ``MlflowClient`` bound to ``config.uri``: MLflow's fluent API would set the
+    process-wide tracking URI (and ``$MLFLOW_TRACKING_URI``) as a side effect. ``uri`` names the
+    version by ``alias`` when one is given (``models:/NAME@ALIAS``), else by number.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=config.uri)
+    client.log_artifacts(run_id, str(directory), "model")
+    try:
+        client.create_registered_model(name)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    source = f"{client.get_run(run_id).info.artifact_uri}/model"
+    version = str(client.create_model_version(name, source, run_id=run_id, tags=dict(tags or {})).version)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return {"name": name, "version": version, "alias": alias or "",
+            "uri": f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"}
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """What ``uda3d compare`` reads of one MLflow run: names, params, latest metrics, tags."""

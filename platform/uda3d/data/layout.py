@@ -10,6 +10,7 @@ Any subset of the splits is a valid root.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -116,6 +117,12 @@ def near_miss_splits(root: str | Path) -> list[tuple[Path, str]]:
     return found
 
 
+@functools.cache
+def _warn_near_miss(folder: Path, likely: str) -> None:
+    """Once per folder and process: every stage discovers the root, and one warning says it."""
+    log.warning("%s: not read: looks like split folder %s but is not named exactly so", folder, likely)
+
+
 def discover(root: str | Path, splits: tuple[str, ...] | None = None) -> dict[str, list[Subject]]:
     """Subjects of every split folder under ``root`` (or only ``splits``), sorted by id.
 
@@ -124,7 +131,7 @@ def discover(root: str | Path, splits: tuple[str, ...] | None = None) -> dict[st
     """
     folders = split_folders(root)
     for folder, likely in near_miss_splits(root):
-        log.warning("%s: not read: looks like split folder %s but is not named exactly so", folder, likely)
+        _warn_near_miss(folder, likely)
     wanted = splits if splits is not None else tuple(folders)
     out: dict[str, list[Subject]] = {}
     for name in wanted:
