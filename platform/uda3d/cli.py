@@ -54,6 +54,17 @@ _positive_int = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "a non-negative integer")
 
 
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _add_preprocess_options(p: argparse.ArgumentParser, stored: bool = False) -> None:
     """Crop and normalisation flags; ``stored``: a checkpoint's own preprocessing is the default."""
     p.add_argument("--crop-shape", type=_positive_int, nargs=3, metavar=("D", "H", "W"), default=None,
@@ -66,6 +77,10 @@ def _add_preprocess_options(p: argparse.ArgumentParser, stored: bool = False) ->
     p.add_argument("--crop", choices=["brain", "fixed"], default=None if stored else "brain",
                    help="crop window: centred on each brain, or one fixed window as the method (default: "
                         + ("the checkpoint's" if stored else "brain") + ")")
+    p.add_argument("--spacing", type=_positive_float, nargs=3, metavar=("MM", "MM", "MM"), default=None,
+                   help="resample every subject to this voxel size (mm along the IPL axes) before the crop, "
+                        "outputs back to each file's grid (default: " + ("the checkpoint's" if stored else
+                                                                         "off, each file's own grid") + ")")
 
 
 @contextlib.contextmanager
@@ -87,8 +102,10 @@ def _preprocess_config(args: argparse.Namespace):
     from uda3d.config import PreprocessConfig
 
     shape = tuple(args.crop_shape) if args.crop_shape else None
-    with _flags(shape="--crop-shape", normalisation="--normalisation", crop="--crop"):
-        return PreprocessConfig(shape=shape, normalisation=args.normalisation or "minmax", crop=args.crop or "brain")
+    spacing = tuple(args.spacing) if args.spacing else None
+    with _flags(shape="--crop-shape", normalisation="--normalisation", crop="--crop", spacing="--spacing"):
+        return PreprocessConfig(shape=shape, normalisation=args.normalisation or "minmax", crop=args.crop or "brain",
+                                spacing=spacing)
 
 
 def _add_scaling_options(p: argparse.ArgumentParser) -> None:
@@ -489,7 +506,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
                        uncertainty=not args.no_uncertainty, scale=args.scale, batch_size=args.batch_size)
     model = load_model(args.model, resolve_device(args.device),
                        crop_shape=tuple(args.crop_shape) if args.crop_shape else None,
-                       normalisation=args.normalisation, crop=args.crop)
+                       normalisation=args.normalisation, crop=args.crop,
+                       spacing=tuple(args.spacing) if args.spacing else None)
     rows = run_synthesis(model, job, progress=not args.quiet, members=load_members(args.ensemble, model))
     flagged = [r["subject"] for r in rows if r.get("outside_source_range")]
     print(f"wrote {len(rows)} synthesized T1 volume(s) to {args.out} ({model.device}); quality estimates in "

@@ -38,12 +38,18 @@ class PreprocessConfig:
             against another subject's T1 assumes. On the development cohort ``fixed`` moved target
             PSNR by +0.06 dB (p = 0.31) and lost target SSIM (-0.005, p = 0.04):
             ``benchmarks/results/crop_modes.md``.
+        spacing: voxel size in mm along the axes of ``orientation`` (``IPL``: inferior-superior,
+            posterior-anterior, left-right) every subject is resampled to before the crop; ``None``
+            (the default, as the method) keeps each file's own grid. Resampling serves a root whose
+            sites or subjects were acquired at different spacings, which the network would otherwise
+            see as brains of different sizes; outputs are resampled back to each file's grid.
     """
 
     orientation: str = "IPL"
     shape: tuple[int, int, int] | None = None
     normalisation: str = "minmax"
     crop: str = "brain"
+    spacing: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -59,6 +65,11 @@ class PreprocessConfig:
             raise ConfigError("normalisation", f"expected one of {list(NORMALISATIONS)}, got {self.normalisation!r}")
         if self.crop not in CROPS:
             raise ConfigError("crop", f"expected one of {list(CROPS)}, got {self.crop!r}")
+        if self.spacing is not None:
+            if len(self.spacing) != 3 or not all(math.isfinite(float(v)) and 0.05 <= float(v) <= 20
+                                                 for v in self.spacing):
+                raise ConfigError("spacing", f"expected 3 voxel sizes in mm between 0.05 and 20, "
+                                             f"got {list(self.spacing)}")
 
 
 def from_dict(cls: type[T], values: dict[str, Any], source: str | None = None) -> T:

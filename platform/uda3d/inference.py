@@ -59,7 +59,8 @@ def resolve_device(name: str, flag: str = "--device") -> torch.device:
 
 
 def stored_preprocess(state: dict[str, Any], crop_shape: tuple[int, int, int] | None = None,
-                      normalisation: str | None = None, crop: str | None = None
+                      normalisation: str | None = None, crop: str | None = None,
+                      spacing: tuple[float, float, float] | None = None,
                       ) -> tuple[PreprocessConfig, tuple[int, int, int] | None]:
     """The checkpoint's preprocessing and trained crop, with the caller's flags checked against them.
 
@@ -67,7 +68,8 @@ def stored_preprocess(state: dict[str, Any], crop_shape: tuple[int, int, int] | 
     """
     window = tuple(int(v) for v in state["input_shape"]) if "input_shape" in state else None
     if "preprocess" not in state:
-        return PreprocessConfig(shape=crop_shape, normalisation=normalisation or "minmax", crop=crop or "brain"), window
+        return PreprocessConfig(shape=crop_shape, normalisation=normalisation or "minmax", crop=crop or "brain",
+                                spacing=spacing), window
     stored = from_dict(PreprocessConfig, dict(state["preprocess"]))
     trained_crop = stored.shape or window
     if crop_shape is not None and trained_crop is not None and tuple(crop_shape) != tuple(trained_crop):
@@ -79,19 +81,23 @@ def stored_preprocess(state: dict[str, Any], crop_shape: tuple[int, int, int] | 
     if crop is not None and crop != stored.crop:
         raise ConfigError("--crop", f"the checkpoint was trained with the {stored.crop!r} crop, not {crop!r}; "
                                     "leave --crop out")
+    if spacing is not None and tuple(float(v) for v in spacing) != tuple(stored.spacing or ()):
+        trained = "no resampling" if stored.spacing is None else f"spacing {list(stored.spacing)} mm"
+        raise ConfigError("--spacing", f"the checkpoint was trained with {trained}, not {list(spacing)} mm; "
+                                       "leave --spacing out")
     return stored, window
 
 
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu",
                crop_shape: tuple[int, int, int] | None = None, normalisation: str | None = None,
-               crop: str | None = None) -> InferenceModel:
+               crop: str | None = None, spacing: tuple[float, float, float] | None = None) -> InferenceModel:
     """The generator of ``checkpoint`` (with its harmoniser, if any) and its stored preprocessing."""
     from uda3d.evaluation import load_generator
     from uda3d.training.checkpoint import load_state
 
     device = torch.device(device)
     state = load_state(checkpoint)
-    preprocess, window = stored_preprocess(state, crop_shape, normalisation, crop)
+    preprocess, window = stored_preprocess(state, crop_shape, normalisation, crop, spacing)
     reference = state.get("source_reference")
     return InferenceModel(generator=load_generator(checkpoint, device), preprocess=preprocess, window=window,
                           source_reference=dict(reference) if reference else None, device=device,
@@ -179,13 +185,10 @@ def synthesize(model: InferenceModel, subjects: list[Subject], scale: float = 10
 def _synthesis(model: InferenceModel, item, output: np.ndarray, spread: np.ndarray | None, windowed: bool,
                ensemble: np.ndarray | None, scale: float, show_map: bool, ensemble_size: int) -> Synthesis:
     """One subject's outputs on its native grid and its quality estimates."""
-    from uda3d.data.transforms import uncrop, undo_reorient
     from uda3d.quality import brain_mean, input_shift, intensity_quantiles, outside_source_range
 
     def native(volume: np.ndarray) -> np.ndarray:
-        masked = np.where(item.mask, volume, 0.0)
-        return (undo_reorient(uncrop(masked, item.box), item.affine, model.preprocess.orientation)
-                * scale).astype(np.float32)
+        return (item.to_native(volume, model.preprocess.orientation) * scale).astype(np.float32)
 
     # the map users see: the ensemble's disagreement where members are given (it tracked the true
     # error better, benchmarks/results/quality_signals.md), else the flip spread

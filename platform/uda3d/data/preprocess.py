@@ -28,12 +28,17 @@ from uda3d.data.transforms import (
     minmax_normalise,
     percentile_normalise,
     reorient,
+    resample,
+    resampled_shape,
+    uncrop,
+    undo_reorient,
+    voxel_sizes,
 )
 from uda3d.errors import DataError
 from uda3d.io.atomic import atomic_file
 from uda3d.io.nifti import grid_mismatch, load_volume
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,12 @@ class PreprocessedSubject:
         inputs: (2, D, H, W) float32 in [0, 1], channels (T2, FLAIR) as the method orders them.
         target: (1, D, H, W) float32 T1 in [0, 1], or None for an unlabeled subject.
         mask: (D, H, W) bool brain mask (non-zero input voxels of the skull-stripped images).
-        box: where the crop sits in the reoriented volume (to put outputs back).
+        box: where the crop sits in the reoriented (and, with ``spacing``, resampled) volume.
         affine: the original file's voxel-to-world affine.
+        native_shape: the reoriented volume's shape before resampling (``box.source_shape`` when the
+            config resamples nothing): outputs are resampled back to it before undoing the orientation.
+        native_mask: the brain on that grid, kept only when resampling, so an output put back is zero
+            outside the file's own brain (interpolation would otherwise spread it a voxel wider).
     """
 
     id: str
@@ -55,6 +64,17 @@ class PreprocessedSubject:
     mask: np.ndarray
     box: CropBox
     affine: np.ndarray
+    native_shape: tuple[int, int, int] | None = None
+    native_mask: np.ndarray | None = None
+
+    def to_native(self, volume: np.ndarray, orientation: str) -> np.ndarray:
+        """A network-grid volume (masked outside the brain) put back on the file's own grid."""
+        placed = uncrop(np.where(self.mask, volume, 0.0), self.box)
+        if self.native_shape is not None and tuple(self.native_shape) != tuple(self.box.source_shape):
+            placed = resample(placed, self.native_shape)
+            if self.native_mask is not None:
+                placed = np.where(self.native_mask, placed, 0.0)
+        return undo_reorient(placed, self.affine, orientation)
 
 
 def preprocess_subject(subject: Subject, config: PreprocessConfig, cover_brain: bool = False) -> PreprocessedSubject:
@@ -74,10 +94,17 @@ def preprocess_subject(subject: Subject, config: PreprocessConfig, cover_brain: 
         mismatch = grid_mismatch(volume, reference)
         if mismatch:
             raise DataError(volume.path, mismatch)
-    oriented = [reorient(v.data, v.affine, config.orientation)[0] for v in volumes]
-    brain = np.zeros(oriented[0].shape, dtype=bool)
+    oriented_pairs = [reorient(v.data, v.affine, config.orientation) for v in volumes]
+    oriented = [a for a, _ in oriented_pairs]
+    native_shape = tuple(int(n) for n in oriented[0].shape)
+    brain = np.zeros(native_shape, dtype=bool)
     for array in oriented[: len(INPUT_MODALITIES)]:
         brain |= array > 0
+    native_mask = None
+    if config.spacing is not None:  # one grid for every subject: the network sees mm, not voxels
+        grid = resampled_shape(native_shape, voxel_sizes(oriented_pairs[0][1]), config.spacing)
+        oriented = [resample(a.astype(np.float32), grid) for a in oriented]
+        native_mask, brain = brain, resample(brain, grid, nearest=True)
     shape = config.shape if config.shape is not None else auto_shape(oriented[0].shape)
     box = fixed_box(oriented[0].shape, shape) if config.crop == "fixed" else centred_box(brain, shape)
     if cover_brain and not covers(box, brain):
@@ -88,7 +115,8 @@ def preprocess_subject(subject: Subject, config: PreprocessConfig, cover_brain: 
     return PreprocessedSubject(
         id=subject.id, split=subject.split, inputs=channels[:n_in],
         target=channels[n_in:] if subject.has_target else None,
-        mask=crop(brain, box), box=box, affine=reference.affine,
+        mask=crop(brain, box), box=box, affine=reference.affine, native_shape=native_shape,  # type: ignore[arg-type]
+        native_mask=native_mask,
     )
 
 
@@ -121,9 +149,12 @@ def load_subject(subject: Subject, config: PreprocessConfig,
 
 def _write_cached(path: Path, s: PreprocessedSubject) -> None:
     arrays = {"inputs": s.inputs, "mask": s.mask, "affine": s.affine,
-              "box": np.asarray([s.box.start, s.box.shape, s.box.source_shape], dtype=np.int64)}
+              "box": np.asarray([s.box.start, s.box.shape, s.box.source_shape,
+                                 s.native_shape or s.box.source_shape], dtype=np.int64)}
     if s.target is not None:
         arrays["target"] = s.target
+    if s.native_mask is not None:
+        arrays["native_mask"] = s.native_mask
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, id=np.asarray(s.id), split=np.asarray(s.split), **arrays)
@@ -137,5 +168,6 @@ def _read_cached(path: Path) -> PreprocessedSubject:
             target=z["target"] if "target" in z.files else None, mask=z["mask"],
             box=CropBox(tuple(int(v) for v in box[0]), tuple(int(v) for v in box[1]),
                         tuple(int(v) for v in box[2])),
-            affine=z["affine"],
+            affine=z["affine"], native_shape=tuple(int(v) for v in box[3]),  # type: ignore[arg-type]
+            native_mask=z["native_mask"] if "native_mask" in z.files else None,
         )

@@ -49,6 +49,36 @@ def undo_reorient(data: np.ndarray, affine: np.ndarray, code: str = "IPL") -> np
     return np.ascontiguousarray(ornt.apply_orientation(data, transform))
 
 
+def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along each array axis (the column norms of the affine's 3x3 part)."""
+    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+
+
+def resampled_shape(shape: tuple[int, ...], voxel: tuple[float, ...], spacing: tuple[float, ...]
+                    ) -> tuple[int, int, int]:
+    """The grid that covers the same field of view at ``spacing`` mm (at least one voxel per axis)."""
+    return tuple(max(1, int(round(n * v / s))) for n, v, s in zip(shape, voxel, spacing))  # type: ignore[return-value]
+
+
+def resample(data: np.ndarray, shape: tuple[int, int, int], nearest: bool = False) -> np.ndarray:
+    """``data`` (last three axes spatial) interpolated onto ``shape`` over the same field of view.
+
+    MONAI's ``Resize`` does the work: trilinear for intensities (with its Gaussian anti-aliasing when
+    shrinking, so a finer grid is not aliased), nearest neighbour for masks. Same shape: unchanged.
+    """
+    from monai.transforms import Resize
+
+    if tuple(data.shape[-3:]) == tuple(shape):
+        return data
+    lead = data.shape[:-3]
+    flat = data.reshape((-1,) + data.shape[-3:]).astype(np.float32)
+    resize = Resize(spatial_size=tuple(int(v) for v in shape), mode="nearest" if nearest else "trilinear",
+                    anti_aliasing=not nearest)
+    out = np.asarray(resize(flat))
+    out = out > 0.5 if nearest and data.dtype == bool else out.astype(data.dtype)
+    return out.reshape(lead + tuple(shape))
+
+
 def auto_shape(shape: tuple[int, ...], ratios: tuple[float, ...] = METHOD_CROP_RATIOS) -> tuple[int, int, int]:
     """The method's crop ratios applied to ``shape``, rounded down to a multiple of 8 (>= 8)."""
     return tuple(max(SHAPE_MULTIPLE, int(s * r) // SHAPE_MULTIPLE * SHAPE_MULTIPLE)

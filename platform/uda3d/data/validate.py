@@ -146,7 +146,8 @@ def spacing_outliers(subjects: list[Subject]) -> list[Problem]:
         return []
     usual = Counter(spacing.values()).most_common(1)[0][0]
     return [Problem(path, f"voxel spacing {list(z)} mm differs from most of its site's {list(usual)} mm; "
-                          "expected one spacing per site (resample the subject to it)")
+                          "expected one spacing per site (resample the subject to it, or pass --spacing to resample "
+                          "every subject to one grid)")
             for path, z in spacing.items()
             if not np.allclose(z, usual, rtol=SPACING_TOLERANCE)]
 
