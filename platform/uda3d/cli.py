@@ -65,6 +65,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_CHECKPOINTING_HELP = ("recompute activations in backward (torch.utils.checkpoint): the same numbers in about half "
+                       "the memory, for more time (benchmarks/results/memory.md)")
+
+
 def _add_preprocess_options(p: argparse.ArgumentParser, stored: bool = False) -> None:
     """Crop and normalisation flags; ``stored``: a checkpoint's own preprocessing is the default."""
     p.add_argument("--crop-shape", type=_positive_int, nargs=3, metavar=("D", "H", "W"), default=None,
@@ -234,7 +238,8 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
 
     backbone = BackboneConfig(generator=args.generator, ngf=args.ngf, ndf=args.ndf, n_layers_d=args.n_layers_d,
                               lr=args.lr, epochs=args.epochs, epochs_decay=args.epochs_decay,
-                              grad_accum=args.grad_accum, amp=args.amp, augment=not args.no_augment,
+                              grad_accum=args.grad_accum, amp=args.amp, checkpointing=args.checkpointing,
+                              augment=not args.no_augment,
                               robust_augment=args.robust_augment, robust=_robust_config(args),
                               spatial_augment=args.spatial_augment, aux_weight=args.aux_weight, seed=args.seed)
     run = BackboneRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone=backbone,
@@ -283,7 +288,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     adapt = AdaptConfig(ele_percent=args.ele_percent, kl_weight=args.kl_weight, lr=args.lr, epochs=args.epochs,
                         target_subjects=args.target_subjects, slice_order=args.slice_order,
-                        source_step=not args.no_source_step, prior=args.prior, amp=args.amp, seed=args.seed)
+                        source_step=not args.no_source_step, prior=args.prior, amp=args.amp,
+                        checkpointing=args.checkpointing, seed=args.seed)
     guards = _guards(args)
     run = AdaptRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone_checkpoint=str(args.backbone),
                    vae_checkpoint=str(args.vae), adapt=adapt, guards=guards, preprocess=_preprocess_config(args),
@@ -326,12 +332,13 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     with _flags(lr="--backbone-lr", epochs="--backbone-epochs", epochs_decay="--backbone-epochs-decay"):
         backbone = BackboneConfig(ngf=args.ngf, ndf=args.ngf, lr=args.backbone_lr, epochs=args.backbone_epochs,
-                                  epochs_decay=args.backbone_epochs_decay, amp=args.amp)
+                                  epochs_decay=args.backbone_epochs_decay, amp=args.amp,
+                                  checkpointing=args.checkpointing)
     with _flags(lr="--vae-lr", epochs="--vae-epochs", latent_channels="--latent-channels"):
         vae = VAEConfig(latent_channels=args.latent_channels, lr=args.vae_lr, epochs=args.vae_epochs)
     with _flags(lr="--adapt-lr", epochs="--adapt-epochs", ele_percent="--ele-percent", kl_weight="--kl-weight"):
         adapt = AdaptConfig(ele_percent=args.ele_percent, lr=args.adapt_lr, epochs=args.adapt_epochs,
-                            kl_weight=args.kl_weight)
+                            kl_weight=args.kl_weight, checkpointing=args.checkpointing)
     config = PipelineConfig(
         dataroot=str(args.dataroot), workdir=str(args.workdir), backbone=backbone, vae=vae, adapt=adapt,
         guards=_guards(args),
@@ -612,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then epochs of linear decay to 0")
     g.add_argument("--grad-accum", type=_positive_int, default=_BACKBONE.grad_accum)
     g.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16, or fp16 + scaler)")
+    g.add_argument("--checkpointing", action="store_true", help=_CHECKPOINTING_HELP)
     g.add_argument("--no-augment", action="store_true", help="turn off the method's rot/flip/jitter augmentation")
     g.add_argument("--robust-augment", action="store_true",
                    help="robust source training: random bias/contrast/blur/noise/monotone remapping of the inputs")
@@ -671,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prior", choices=["subject", "population"], default=_ADAPT.prior,
                    help="reference latents: one source subject (the method) or a per-element population Gaussian")
     g.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16, or fp16 + scaler)")
+    g.add_argument("--checkpointing", action="store_true", help=_CHECKPOINTING_HELP)
     g.add_argument("--seed", type=_non_negative_int, default=0)
     g = p.add_argument_group("guards (no target labels needed)")
     _add_guard_options(g, _GUARDS)
@@ -697,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backbone-epochs", type=_non_negative_int, default=_BACKBONE.epochs)
     g.add_argument("--backbone-epochs-decay", type=_non_negative_int, default=_BACKBONE.epochs_decay)
     g.add_argument("--amp", action="store_true")
+    g.add_argument("--checkpointing", action="store_true", help=_CHECKPOINTING_HELP)
     g.add_argument("--slice-size", type=_positive_int, default=256)
     g.add_argument("--latent-channels", type=_positive_int, default=_VAE.latent_channels)
     g.add_argument("--vae-lr", type=float, default=_VAE.lr)

@@ -283,6 +283,10 @@ class BackboneConfig:
         aux_weight: > 0 grows an auxiliary head on the SIT encoder that rebuilds FLAIR and T2 from a damaged
             copy, trained beside the T1 task with this weight (``uda3d.adaptation.ttt``: what test-time
             training adapts with; the T1 L1 term carries ``lambda_l1`` = 100, so 50 gives both a similar pull).
+        checkpointing: recompute the generator's and discriminator's activations in the backward pass
+            (``torch.utils.checkpoint``) and score real and fake pairs one at a time: the same losses
+            and gradients in less memory, for about one more forward pass
+            (``benchmarks/results/memory.md``).
         seed: seeds weights, data order and augmentation.
     """
 
@@ -304,6 +308,7 @@ class BackboneConfig:
     spatial_augment: bool = False
     spatial: SpatialAugmentConfig = dataclasses.field(default_factory=SpatialAugmentConfig)
     aux_weight: float = 0.0
+    checkpointing: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -411,6 +416,9 @@ class AdaptConfig:
         prior: ``subject`` (the method: one real source T1 per target volume) or ``population`` (one
             Gaussian per latent element fitted to all source training T1 volumes).
         amp: mixed precision on CUDA for both steps (bf16, or fp16 with a scaler), as the method's ``--amp``.
+        checkpointing: activation checkpointing in the generator, the discriminator (source step) and the
+            slice encoder (target step): the same numbers in less memory, for more time
+            (``benchmarks/results/memory.md``).
         seed: pairs target volumes with source T1 volumes and orders the data.
     """
 
@@ -423,6 +431,7 @@ class AdaptConfig:
     source_step: bool = True
     prior: str = "subject"
     amp: bool = False
+    checkpointing: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

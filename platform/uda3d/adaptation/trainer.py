@@ -108,6 +108,11 @@ class AdaptTrainer:
         for p in encoder.parameters():
             p.requires_grad_(False)
         encoder.train()  # per-volume BatchNorm statistics, as the VAE was trained (METHOD.md section 7)
+        if config.checkpointing:  # generator, discriminator and slice encoder recompute in backward
+            from uda3d.models.blocks import set_checkpointing
+
+            backbone.use_checkpointing(True)
+            set_checkpointing(encoder, True)
         if config.slice_order == "faithful":
             slice_config = SliceConfig(size=slice_config.size, plane="axial", low=slice_config.low,
                                        high=slice_config.high)

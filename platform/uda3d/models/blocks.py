@@ -28,6 +28,29 @@ def conv_block(spatial_dims: int, in_channels: int, out_channels: int, kernel_si
                        output_padding=output_padding, conv_only=norm is None and act is None, bias=bias)
 
 
+def checkpointed(function, *inputs: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """``function(*inputs)``, its activations recomputed in the backward pass when ``enabled``.
+
+    PyTorch's ``torch.utils.checkpoint`` (non-reentrant) keeps only the inputs and runs the forward
+    again during backward: the same numbers and gradients for about one extra forward of the part,
+    which is what lets a full-size (144x192x192) adaptation step fit in half the memory. Off when no
+    gradient is recorded (inference, ``no_grad`` evaluation), where there is nothing to save.
+    """
+    if enabled and torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(function, *inputs, use_reentrant=False)
+    return function(*inputs)
+
+
+def set_checkpointing(model: nn.Module, enabled: bool) -> int:
+    """Turn activation checkpointing on or off in every block of ``model`` that offers it; returns how many."""
+    blocks = [m for m in model.modules() if hasattr(m, "checkpointing")]
+    for block in blocks:
+        block.checkpointing = enabled
+    return len(blocks)
+
+
 def instance_norm(spatial_dims: int, channels: int) -> nn.Module:
     """InstanceNorm without affine parameters (the method's ``normG`` default)."""
     return (nn.InstanceNorm3d if spatial_dims == 3 else nn.InstanceNorm2d)(channels, affine=False)

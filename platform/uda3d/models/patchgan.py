@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uda3d.models.blocks import BlurDownsample, conv_block
+from uda3d.models.blocks import BlurDownsample, checkpointed, conv_block
 
 KERNEL = 4
 PADDING = 1
@@ -41,7 +41,7 @@ class PatchDiscriminator3D(nn.Module):
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         chans = feature_channels(ndf, n_layers)
-        act = ("leakyrelu", {"negative_slope": 0.2})
+        act = ("leakyrelu", {"negative_slope": 0.2, "inplace": True})  # in place: one full-size tensor less
         stages: list[nn.Module] = []
         prev = in_channels
         for i, c in enumerate(chans[:n_layers]):
@@ -54,13 +54,49 @@ class PatchDiscriminator3D(nn.Module):
         stages.append(conv_block(3, prev, 1, KERNEL, 1, PADDING, norm=None, act=None))
         self.stages = nn.ModuleList(stages)
         self.n_layers = n_layers
+        # ``models.blocks.set_checkpointing``: the first stage's full-resolution ndf-channel
+        # activations are the largest tensors of a training step; recompute them in backward
+        self.checkpointing = False
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
         for stage in self.stages:
-            x = stage(x)
+            if self.checkpointing and isinstance(stage[-1], BlurDownsample):  # without gradients too: the peak
+                x = _in_channel_groups(stage, x)
+            else:
+                x = checkpointed(stage, x, enabled=self.checkpointing)
             features.append(x)
         return features
+
+
+CHANNEL_GROUP = 8
+
+
+def _in_channel_groups(stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """A conv -> IN -> LReLU -> blur stage run CHANNEL_GROUP output channels at a time, each recomputed in backward.
+
+    Every op after the convolution acts on each channel alone (InstanceNorm without affine, an
+    elementwise activation, a depthwise blur), and a convolution's output channels are independent,
+    so the groups give exactly the stage's output while a pass (or, recomputing, its backward) holds
+    one group's full-resolution activations instead of ndf channels' (the largest tensors of a
+    full-size training step).
+    """
+    from torch.nn import functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    block, blur = stage[0], stage[1]
+    conv, norm, act = block.conv, block.adn.N, block.adn.A
+
+    def group(inputs: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        bias = None if conv.bias is None else conv.bias[lo:hi]
+        y = F.conv3d(inputs, conv.weight[lo:hi], bias, conv.stride, conv.padding, conv.dilation)
+        y = F.leaky_relu(F.instance_norm(y, eps=norm.eps), act.negative_slope, inplace=True)
+        y = F.pad(y, [1, 1] * 3, mode="reflect")
+        return F.conv3d(y, blur.kernel[lo:hi].to(y.dtype), stride=2, groups=hi - lo)
+
+    n, record = conv.out_channels, torch.is_grad_enabled()
+    return torch.cat([checkpoint(group, x, lo, min(lo + CHANNEL_GROUP, n), use_reentrant=False) if record
+                      else group(x, lo, min(lo + CHANNEL_GROUP, n)) for lo in range(0, n, CHANNEL_GROUP)], 1)
 
 
 def output_size(size: int, n_layers: int = 1) -> int:

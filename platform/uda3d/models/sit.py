@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uda3d.models.blocks import check_divisible, conv_block, instance_norm
+from uda3d.models.blocks import check_divisible, checkpointed, conv_block, instance_norm
 
 HEAD_CHANNELS = 8
 DOWNSAMPLING = 8
@@ -31,15 +31,24 @@ class DenseShortcut(nn.Module):
         self.norms = nn.ModuleList(instance_norm(3, channels) for _ in range(layers))
         self.convs = nn.ModuleList(nn.Conv3d(channels, channels, 3, padding=1) for _ in range(layers))
         self.weights = nn.ParameterList(nn.Parameter(torch.randn(i + 1, channels)) for i in range(layers))
+        self.checkpointing = False  # ``models.blocks.set_checkpointing``: recompute each layer in backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         states = [x]
-        for norm, conv, w in zip(self.norms, self.convs, self.weights):
+        for i in range(len(self.convs)):
+            states.append(checkpointed(self._layer(i), *states, enabled=self.checkpointing))
+        return states[-1]
+
+    def _layer(self, i: int):
+        norm, conv, w = self.norms[i], self.convs[i], self.weights[i]
+
+        def layer(*states: torch.Tensor) -> torch.Tensor:
             out = conv(torch.relu(norm(states[-1])))
             for j, s in enumerate(states):
                 out = out + w[j].view(1, -1, 1, 1, 1) * s
-            states.append(out)
-        return states[-1]
+            return out
+
+        return layer
 
 
 def _up(in_ch: int, out_ch: int) -> nn.Module:
@@ -72,7 +81,21 @@ class SITGenerator(nn.Module):
                                   _up(ngf, HEAD_CHANNELS))
         self.head = nn.Sequential(_post(HEAD_CHANNELS), nn.Conv3d(HEAD_CHANNELS, out_channels, 3, padding=1),
                                   nn.Sigmoid())
+        self.checkpointing = False  # ``models.blocks.set_checkpointing``: recompute each piece in backward
         self._init_weights()
+
+    def _run(self, piece: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``piece(x)``; with checkpointing each element of a sequence is recomputed on its own, so
+        backward holds one element's activations at a time (the dense blocks recompute per layer)."""
+        if not self.checkpointing or not isinstance(piece, nn.Sequential) or piece is self.head:
+            return checkpointed(piece, x, enabled=self.checkpointing)
+        for element in piece:
+            x = element(x) if isinstance(element, DenseShortcut) else checkpointed(element, x, enabled=True)
+        return x
+
+    def _fuse(self, fuse: nn.Module, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """1x1 conv over [decoder, skip]: the concatenation (2 ngf channels) is not kept when checkpointing."""
+        return checkpointed(lambda a, b: fuse(torch.cat([a, b], 1)), deep, skip, enabled=self.checkpointing)
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -84,18 +107,18 @@ class SITGenerator(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The encoder's three levels (e1, e2, e3): what an auxiliary head can share (``uda3d.models.ttt``)."""
         check_divisible(tuple(x.shape[2:]), DOWNSAMPLING, "the SIT generator")
-        e1 = self.enc1(x)                                   # (B, ngf, D/2, H/2, W/2)
-        e2 = self.enc2(e1)                                  # (B, ngf, D/4, ...)
-        e3 = self.enc3(e2)                                  # (B, ngf, D/8, ...)
+        e1 = self._run(self.enc1, x)                        # (B, ngf, D/2, H/2, W/2)
+        e2 = self._run(self.enc2, e1)                       # (B, ngf, D/4, ...)
+        e3 = self._run(self.enc3, e2)                       # (B, ngf, D/8, ...)
         return e1, e2, e3
 
     def decode(self, features: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """T1 from the encoder's levels."""
         e1, e2, e3 = features
-        d2 = self.dec3(e3)                                  # (B, ngf, D/4, ...)
-        d1 = self.dec2(self.fuse2(torch.cat([d2, e2], 1)))  # (B, ngf, D/2, ...)
-        d0 = self.dec1(self.fuse1(torch.cat([d1, e1], 1)))  # (B, 8, D, H, W)
-        return self.head(d0)                                # (B, out, D, H, W) in [0, 1]
+        d2 = self._run(self.dec3, e3)                                  # (B, ngf, D/4, ...)
+        d1 = self._run(self.dec2, self._fuse(self.fuse2, d2, e2))     # (B, ngf, D/2, ...)
+        d0 = self._run(self.dec1, self._fuse(self.fuse1, d1, e1))     # (B, 8, D, H, W)
+        return self._run(self.head, d0)                                # (B, out, D, H, W) in [0, 1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from uda3d.data.slices import SliceConfig, volume_to_slices
-from uda3d.models.blocks import conv_block
+from uda3d.models.blocks import checkpointed, conv_block
 
 LEAKY = ("leakyrelu", {"negative_slope": 0.2})
 LATENT_SIZE = 2
@@ -83,10 +83,14 @@ class SliceEncoder(nn.Module):
         self.mu_head = ResidualDown(plan[-1], latent_channels, head=True)
         self.logsig_head = ResidualDown(plan[-1], latent_channels, head=True)
         self.slice_size = slice_size
+        self.checkpointing = False  # ``models.blocks.set_checkpointing``: recompute each block in backward
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(self.stem(x))
-        return self.mu_head(h), self.logsig_head(h)
+        on = self.checkpointing
+        h = checkpointed(self.stem, x, enabled=on)
+        for block in self.body:
+            h = checkpointed(block, h, enabled=on)
+        return checkpointed(self.mu_head, h, enabled=on), checkpointed(self.logsig_head, h, enabled=on)
 
 
 class SliceDecoder(nn.Module):

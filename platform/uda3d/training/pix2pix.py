@@ -24,7 +24,7 @@ from uda3d.config import BackboneConfig, TTTConfig
 from uda3d.data.augment import augment_pair
 from uda3d.data.robust_augment import robust_augment
 from uda3d.data.spatial_augment import spatial_augment
-from uda3d.losses.adversarial import discriminator_loss
+from uda3d.losses.adversarial import discriminator_loss, lsgan_loss
 from uda3d.losses.cross_contrast import auxiliary_loss
 from uda3d.losses.pix2pix import generator_loss
 from uda3d.metrics.image import mean_metrics, volume_metrics
@@ -81,6 +81,16 @@ class Pix2PixTrainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.use_scaler)
         self.epoch = 0  # epochs completed
         self._micro_step = 0
+        self.checkpointing = False
+        self.use_checkpointing(config.checkpointing)
+
+    def use_checkpointing(self, enabled: bool) -> None:
+        """Recompute activations in backward and score real and fake pairs one at a time (less memory)."""
+        from uda3d.models.blocks import set_checkpointing
+
+        set_checkpointing(unwrap(self.generator), enabled)
+        set_checkpointing(unwrap(self.discriminator), enabled)
+        self.checkpointing = enabled
 
     # -- one volume -------------------------------------------------------------------------------
     def train_step(self, batch: dict[str, Any], augment_rng: torch.Generator | None = None) -> dict[str, float]:
@@ -103,12 +113,20 @@ class Pix2PixTrainer:
             fake = self.generator(x)                                     # (B, 1, D, H, W)
         # 1. Discriminator: real pairs -> 1, fake pairs -> 0, one forward over both.
         set_requires_grad(d_module, True)
-        with autocast(self.device, self.precision):
-            pairs = torch.cat([torch.cat([x, y], 1), torch.cat([x, fake.detach()], 1)], 0)
-            logits = self.discriminator(pairs)[-1]
-            real_logits, fake_logits = logits.chunk(2, dim=0)
-            loss_d = discriminator_loss(real_logits.float(), fake_logits.float())
-        self.scaler.scale(loss_d / accum).backward()
+        if self.checkpointing:  # one pair at a time: two pairs' full-resolution first stage is the step's peak
+            loss_d = torch.zeros((), device=self.device)
+            for pair, is_real in ((torch.cat([x, y], 1), True), (torch.cat([x, fake.detach()], 1), False)):
+                with autocast(self.device, self.precision):
+                    half = 0.5 * lsgan_loss(self.discriminator(pair)[-1].float(), is_real)
+                self.scaler.scale(half / accum).backward()
+                loss_d = loss_d + half.detach()
+        else:
+            with autocast(self.device, self.precision):
+                pairs = torch.cat([torch.cat([x, y], 1), torch.cat([x, fake.detach()], 1)], 0)
+                logits = self.discriminator(pairs)[-1]
+                real_logits, fake_logits = logits.chunk(2, dim=0)
+                loss_d = discriminator_loss(real_logits.float(), fake_logits.float())
+            self.scaler.scale(loss_d / accum).backward()
         if boundary:
             self.scaler.step(self.opt_d)
             self.opt_d.zero_grad(set_to_none=True)
