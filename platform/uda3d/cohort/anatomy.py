@@ -1,7 +1,7 @@
 """Subject anatomy in one shared atlas space, from the MNI152 tissue templates nilearn ships.
 
 BraTS volumes are skull-stripped, co-registered to one template and resampled to 1 mm, so slice i
-of one subject shows roughly the anatomy of slice i of another (METHOD.md section 0); the method's
+of one subject shows roughly the anatomy of slice i of another (docs/method.md section 0); the method's
 latent comparison between different subjects relies on it. Each synthetic subject is therefore the
 MNI152 GM/WM/brain-mask maps (nilearn 0.14, no download) seen through a *small* random transform:
 a global scale near the size of an individual brain, a few degrees of rotation, a few mm of shift

@@ -1,6 +1,6 @@
 """Write a synthetic multi-site cohort as a BraTS-layout root.
 
-Layout (as the method's loaders expect, METHOD.md section 1):
+Layout (as the method's loaders expect, docs/method.md section 1):
 ``OUT/domain{k}_{train,val,test}/<SUBJECT>/<SUBJECT>_{flair,t1,t1ce,t2,seg}.nii.gz`` for the k-th
 site, plus ``OUT/cohort.json`` (config, protocols with each site's population, splits). Intensities
 are stored as int16 and the labels as uint8, like BraTS. The whole root is built in a temporary

@@ -1,4 +1,4 @@
-"""Supervised 3D pix2pix training (METHOD.md section 1) as plain PyTorch, usable with or without Ray.
+"""Supervised 3D pix2pix training (docs/method.md section 1) as plain PyTorch, usable with or without Ray.
 
 ``Pix2PixTrainer`` owns the generator, discriminator, optimisers, schedulers and scaler and takes
 one training step per volume; ``fit_backbone`` runs epochs and hands each epoch's metrics to a

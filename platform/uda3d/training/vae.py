@@ -1,4 +1,4 @@
-"""Slice-VAE training as plain PyTorch: one volume's slices per batch, in order (METHOD.md section 2).
+"""Slice-VAE training as plain PyTorch: one volume's slices per batch, in order (docs/method.md section 2).
 
 ``VAETrainer`` holds the VAE and its optimiser; ``fit_vae`` runs epochs over an iterable of
 per-volume slice batches and reports per-epoch reconstruction and KL (per pixel / per latent
