@@ -76,3 +76,23 @@ def test_metric_labels_carry_units(key, label):
 
 def test_param_labels_are_words():
     assert param_label("lr") == "learning rate" and param_label("new_knob") == "new knob"
+
+
+def test_the_pipelines_comparison_figure_has_one_colour_bar_for_its_difference_maps(tiny_cohort, tmp_path,
+                                                                                    monkeypatch):
+    import torch
+
+    import uda3d.viz
+    from uda3d.config import PreprocessConfig
+    from uda3d.evaluation import comparison_figure
+
+    drawn = []
+    real_save = uda3d.viz.save_figure
+    monkeypatch.setattr(uda3d.viz, "save_figure", lambda fig, *a, **k: (drawn.append(fig), real_save(fig, *a, **k))[1])
+    generator = torch.nn.Sequential(torch.nn.Conv3d(2, 1, 1), torch.nn.Sigmoid()).eval()
+    path = comparison_figure(tmp_path / "comparison.png", tiny_cohort, "domain2_test", {"a": generator, "b": generator},
+                             PreprocessConfig())
+    assert min(_png_dpi(path)) >= 150
+    (fig,) = drawn
+    colour_bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(colour_bars) == 1 and "|output - true|" in colour_bars[0].get_ylabel()

@@ -84,8 +84,8 @@ def comparison_figure(path: str | Path, dataroot: str | Path, split: str, genera
     dataset = paired_dataset(found, preprocess, cache_dir)
     names = list(generators)
     cols = 3 + 2 * len(names)
-    fig, axes = plt.subplots(len(dataset), cols, figsize=(1.9 * cols + 1.0, 2.1 * len(dataset)), squeeze=False,
-                             layout="constrained")
+    size = (1.9 * cols + 1.0, max(2.1 * len(dataset), 2.6))  # room for the colour bar and its label
+    fig, axes = plt.subplots(len(dataset), cols, figsize=size, squeeze=False, layout="constrained")
     difference = None
     for r in range(len(dataset)):
         item = dataset[r]
@@ -109,5 +109,5 @@ def comparison_figure(path: str | Path, dataroot: str | Path, split: str, genera
             if c == 0:
                 ax.set_ylabel(item["id"], fontsize=8)
     if difference is not None:
-        fig.colorbar(difference, ax=axes.ravel().tolist(), shrink=0.8, label="|output - true T1| ([0, 1] scale)")
+        fig.colorbar(difference, ax=axes.ravel().tolist(), shrink=0.8, label="|output - true|")
     return save_figure(fig, path, f"{split}: mid-axial slices")
