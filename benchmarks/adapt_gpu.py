@@ -1,6 +1,6 @@
 """Adaptation cost on a GPU at the method's size: peak memory and seconds per step, with AMP.
 
-One adaptation iteration as the method runs it (METHOD.md section 3): a supervised source step
+One adaptation iteration as the method runs it (docs/method.md section 3): a supervised source step
 (D + G updates) and a target step that generates a (1, 1, 144, 192, 192) T1, slices it and an
 unpaired real T1 into 256 slices of 256 x 256, encodes both with the frozen slice-VAE encoder
 (latent 256 x 2 x 2) and backpropagates the top-55 % latent KL into the generator. The method's

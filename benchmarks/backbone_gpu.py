@@ -1,6 +1,6 @@
 """Backbone training cost on a GPU at the method's size: peak memory and volumes/s, fp32 vs --amp.
 
-One training step = one D update + one G update on a (1, 2, 144, 192, 192) volume (METHOD.md
+One training step = one D update + one G update on a (1, 2, 144, 192, 192) volume (docs/method.md
 section 1: SIT ngf 64, PatchGAN ndf 64, n_layers_D 1). Measured in one process, fp32 first, then
 AMP (bf16 where supported, else fp16 with a scaler). The method's README quotes >= 24 GB for
 fp32 training and ~12 GB with AMP. Results go to ``benchmarks/results/backbone_gpu.json``.

@@ -25,7 +25,7 @@ CROPS = ("brain", "fixed")
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
-    """How volumes become network inputs (METHOD.md section 1).
+    """How volumes become network inputs (docs/method.md section 1).
 
     Attributes:
         orientation: axis code the arrays are reoriented to (the method uses ``IPL``).
@@ -261,7 +261,7 @@ GENERATORS = ("sit", "unet")
 
 @dataclasses.dataclass(frozen=True)
 class BackboneConfig:
-    """The supervised 3D pix2pix stage (METHOD.md section 1); defaults are the method's.
+    """The supervised 3D pix2pix stage (docs/method.md section 1); defaults are the method's.
 
     Attributes:
         generator: ``sit`` (the method's) or ``unet`` (MONAI 3D U-Net).
@@ -368,7 +368,7 @@ class ScalingOptions:
 
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
-    """The slice VAE (METHOD.md section 2); defaults are the method's.
+    """The slice VAE (docs/method.md section 2); defaults are the method's.
 
     Attributes:
         gf_dim: channels of the first conv (4).
@@ -403,7 +403,7 @@ PRIORS = ("subject", "population")
 
 @dataclasses.dataclass(frozen=True)
 class AdaptConfig:
-    """The method's adaptation stage (METHOD.md section 3); defaults follow its README run.
+    """The method's adaptation stage (docs/method.md section 3); defaults follow its README run.
 
     Attributes:
         ele_percent: keep the largest ele_percent % of latent KL elements (55 in the README run).

@@ -69,7 +69,10 @@ def evaluate_generator(generator: torch.nn.Module, dataroot: str | Path, splits:
 
 def comparison_figure(path: str | Path, dataroot: str | Path, split: str, generators: dict[str, torch.nn.Module],
                       preprocess: PreprocessConfig, cache_dir: str | Path | None = None, subjects: int = 2) -> Path:
-    """PNG like the method's figure: per subject, inputs, truth, each model's output and its |difference|."""
+    """PNG like the method's figure: per subject, inputs, truth, each model's output and its |difference|.
+
+    Every difference map shares one scale, shown by one colour bar.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,7 +84,9 @@ def comparison_figure(path: str | Path, dataroot: str | Path, split: str, genera
     dataset = paired_dataset(found, preprocess, cache_dir)
     names = list(generators)
     cols = 3 + 2 * len(names)
-    fig, axes = plt.subplots(len(dataset), cols, figsize=(1.9 * cols, 2.1 * len(dataset)), squeeze=False)
+    size = (1.9 * cols + 1.0, max(2.1 * len(dataset), 2.6))  # room for the colour bar and its label
+    fig, axes = plt.subplots(len(dataset), cols, figsize=size, squeeze=False, layout="constrained")
+    difference = None
     for r in range(len(dataset)):
         item = dataset[r]
         mid = item["input"].shape[1] // 2
@@ -95,11 +100,14 @@ def comparison_figure(path: str | Path, dataroot: str | Path, split: str, genera
                 panels.append((f"|{name} - true|", (out[mid] - item["target"][0, mid]).abs(), "magma", 0.5))
         for c, (title, image, cmap, vmax) in enumerate(panels):
             ax = axes[r, c]
-            ax.imshow(image.numpy(), cmap=cmap, vmin=0, vmax=vmax)
+            shown = ax.imshow(image.numpy(), cmap=cmap, vmin=0, vmax=vmax)
+            difference = shown if cmap == "magma" else difference
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=8)
             if c == 0:
                 ax.set_ylabel(item["id"], fontsize=8)
+    if difference is not None:
+        fig.colorbar(difference, ax=axes.ravel().tolist(), shrink=0.8, label="|output - true|")
     return save_figure(fig, path, f"{split}: mid-axial slices")

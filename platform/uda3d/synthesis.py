@@ -124,17 +124,17 @@ def run_synthesis(model, job: SynthesisJob, progress: bool = True, members: tupl
     Returns one row per subject: its files and quality estimates (also written to ``quality.csv``).
     """
     import nibabel as nib
-    from tqdm.auto import tqdm
 
     from uda3d.inference import synthesize
     from uda3d.io.nifti import save_volume
     from uda3d.io.tables import write_csv
+    from uda3d.progress import progress as progress_bar
 
     check_outside_dataset(job.out, job.subjects)
     planned = planned_outputs(job)
     refuse_overwrite(job, planned)
     rows = []
-    bar = tqdm(total=len(job.subjects), desc="synthesize", unit="subject", disable=not progress)
+    bar = progress_bar(total=len(job.subjects), desc="synthesize", unit="subject", disable=not progress)
     for start in range(0, len(job.subjects), job.batch_size):
         chunk = list(job.subjects[start:start + job.batch_size])
         for subject, result in zip(chunk, synthesize(model, chunk, job.scale, job.uncertainty, job.batch_size,

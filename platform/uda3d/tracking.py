@@ -4,7 +4,7 @@ Everything else calls this adapter, so the tracking backend can change (or be sw
 ``uri=None``) without touching training code. The default store is a local SQLite file so
 ``mlflow ui --backend-store-uri sqlite:///...`` works at once; ``MLFLOW_TRACKING_URI`` overrides it.
 Experiments are created by the driver with an explicit artifact location, or MLflow would put
-artifacts in Ray's temporary session folder (STACK.md).
+artifacts in Ray's temporary session folder.
 """
 
 from __future__ import annotations

@@ -1,24 +1,82 @@
-"""Figures people would rather see than read, drawn with matplotlib (Agg, no display needed)."""
+"""Figures people would rather see than read, drawn with matplotlib (Agg, no display needed).
+
+matplotlib is the project's one plotting library: it renders headless in Ray workers and writes PNGs
+a paper can use. Every figure goes through ``save_figure``, which is where the house rules live:
+``FIGURE_DPI`` (>= 150, legible when shrunk to a column) and plain tick numbers, because matplotlib's
+offset notation (``+1.835e1``) makes differences of a few thousandths of a dB look large. Axis labels
+come from ``metric_label`` / ``param_label``: words with units, not the raw keys of a results table.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from uda3d.io.atomic import atomic_file
 
+FIGURE_DPI = 200
 
-def save_figure(fig, path: str | Path, title: str = "") -> Path:
-    """Title, tighten and write ``fig`` as PNG atomically, then close it."""
+# results-table keys -> axis labels with units (PSNR in dB; SSIM, MAE and losses have none)
+METRIC_LABELS = {
+    "target_test_psnr": "target-test PSNR (dB)",
+    "target_test_ssim": "target-test SSIM",
+    "target_test_mae": "target-test MAE (intensity, [0, 1] scale)",
+    "source_val_psnr": "source-val PSNR (dB)",
+    "augmented_source_mae": "augmented source-val MAE (intensity, [0, 1] scale)",
+    "objective": "latent KL objective",
+}
+PARAM_LABELS = {
+    "lr": "learning rate",
+    "ele_percent": "ele_percent (% of latent KL elements kept)",
+    "kl_weight": "KL weight",
+    "target_subjects": "target volumes used for adaptation",
+    "epochs": "epochs",
+}
+
+
+def metric_label(key: str) -> str:
+    """An axis label for a results key: the known ones with their unit, else the words, PSNR in dB."""
+    if key in METRIC_LABELS:
+        return METRIC_LABELS[key]
+    words = key.replace("_", " ").replace("psnr", "PSNR").replace("ssim", "SSIM").replace("mae", "MAE")
+    return f"{words} (dB)" if "psnr" in key.lower() else words
+
+
+def param_label(key: str) -> str:
+    """An axis label for a configuration field (``lr`` -> ``learning rate``)."""
+    return PARAM_LABELS.get(key, key.replace("_", " "))
+
+
+def plain_numbers(fig: Any) -> None:
+    """Turn off offset and scientific notation on every linear axis of ``fig`` (colour bars included)."""
+    from matplotlib.ticker import ScalarFormatter
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            formatter = axis.get_major_formatter()
+            if isinstance(formatter, ScalarFormatter):
+                formatter.set_useOffset(False)
+                formatter.set_scientific(False)
+
+
+def save_figure(fig, path: str | Path, title: str = "", dpi: int = FIGURE_DPI) -> Path:
+    """Title, lay out and write ``fig`` as PNG atomically at ``dpi`` with plain tick numbers, then close it.
+
+    A figure made with a layout engine (``layout="constrained"``, needed beside colour bars) keeps it;
+    others get ``tight_layout``.
+    """
     import matplotlib.pyplot as plt
 
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    plain_numbers(fig)
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     path = Path(path)
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+        fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
     return path
 
@@ -29,13 +87,8 @@ def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
     return [volume[d], volume[:, h, :], volume[:, :, w]]
 
 
-def synthesis_figure(path: str | Path, inputs: np.ndarray, target: np.ndarray | None, output: np.ndarray,
-                     title: str = "") -> Path:
-    """PNG of mid axial/coronal/sagittal slices: T2, FLAIR, true T1, synthesized T1 and |difference|.
-
-    Args:
-        inputs: (2, D, H, W) T2 and FLAIR; target: (D, H, W) true T1 or None; output: (D, H, W).
-    """
+def synthesis_plot(inputs: np.ndarray, target: np.ndarray | None, output: np.ndarray) -> Any:
+    """The figure of ``synthesis_figure``, unsaved (tests read its axes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,18 +100,32 @@ def synthesis_figure(path: str | Path, inputs: np.ndarray, target: np.ndarray | 
     rows.append(("T1 (synth)", output, "gray", (0, 1)))
     if target is not None:
         rows.append(("|diff|", np.abs(output - target), "magma", (0, 0.5)))
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.4 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(8.2, 2.4 * len(rows)), squeeze=False, layout="constrained")
     for r, (name, vol, cmap, (lo, hi)) in enumerate(rows):
         for c, (plane, img) in enumerate(zip(("axial", "coronal", "sagittal"), mid_slices(vol))):
             ax = axes[r, c]
-            ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
+            image = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(plane)
             if c == 0:
                 ax.set_ylabel(name)
-    return save_figure(fig, path, title)
+        if name == "|diff|":
+            fig.colorbar(image, ax=list(axes[r]), shrink=0.9, label="|synth - true| ([0, 1] scale)")
+    return fig
+
+
+def synthesis_figure(path: str | Path, inputs: np.ndarray, target: np.ndarray | None, output: np.ndarray,
+                     title: str = "") -> Path:
+    """PNG of mid axial/coronal/sagittal slices: T2, FLAIR, true T1, synthesized T1 and |difference|.
+
+    The difference row has a colour bar, so its scale can be read off the figure.
+
+    Args:
+        inputs: (2, D, H, W) T2 and FLAIR; target: (D, H, W) true T1 or None; output: (D, H, W).
+    """
+    return save_figure(synthesis_plot(inputs, target, output), path, title)
 
 
 def slice_grid(path: str | Path, rows: list[np.ndarray], labels: list[str], title: str = "") -> Path:

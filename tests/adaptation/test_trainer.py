@@ -163,7 +163,7 @@ def test_target_step_keeps_the_source_gradients_still_accumulating(setup):
 
 @pytest.mark.parametrize("augment", [True, False])
 def test_the_source_step_uses_the_backbones_augmentation(setup, augment):
-    """The source step is the supervised step (METHOD.md section 3), augmented as the backbone was trained."""
+    """The source step is the supervised step (docs/method.md section 3), augmented as the backbone was trained."""
     state, encoder, src_train, src_val, target, references = setup
     backbone = Pix2PixTrainer(BackboneConfig(ngf=4, ndf=4, epochs=4, epochs_decay=0, augment=augment), CPU)
     backbone.load_state_dict(state)

@@ -52,7 +52,7 @@ def test_volume_encoder_matches_per_slice_encoding_and_passes_gradients():
 
 
 def test_encoder_matches_the_method_layout_and_size():
-    """METHOD.md section 2: blocks out 4, 8, ..., 128 (first 4 -> 4), heads 128 -> 256, main path in->in then
+    """docs/method.md section 2: blocks out 4, 8, ..., 128 (first 4 -> 4), heads 128 -> 256, main path in->in then
     in->out: about 1.7M parameters at gf_dim 4, latent 256 (the earlier layout had 5.1M)."""
     from torch import nn
 

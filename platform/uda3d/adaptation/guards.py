@@ -4,7 +4,7 @@ During adaptation nothing tells us the target quality (there is no target T1). W
 without labels is (a) the source-validation metric, which must not fall more than ``max_source_drop``
 below the starting model's, and (b) the generated target outputs' intensity statistics, which must
 not drift more than ``max_intensity_drift`` from the starting model's (a collapse that flattens
-contrast shows here first, METHOD.md section 8), (c) their high-frequency energy (the Laplacian's
+contrast shows here first, docs/method.md section 8), (c) their high-frequency energy (the Laplacian's
 energy relative to the variance, inside the brain), which noise raises while mean and std barely
 move (sigma 0.09 noise on outputs of std 0.2 passed (b) and cost 2 dB), and (d) the output outside
 the brain, where a skull-stripped T1 is 0 and (b), which looks inside only, cannot see a filled-in

@@ -1,6 +1,6 @@
 """Input-side adaptation: monotone per-modality intensity maps in front of a frozen generator.
 
-METHOD.md section 8 found that when the site shift lives in the inputs (contrast, bias, noise,
+docs/method.md section 8 found that when the site shift lives in the inputs (contrast, bias, noise,
 blur of FLAIR/T2) the cheap input-side fixes were the only adaptations that helped. Three live here,
 all as per-modality *monotone* piecewise-linear maps (so tissue order is never inverted and the
 background, 0, stays 0), reusing ``uda3d.data.robust_augment.apply_curve``:

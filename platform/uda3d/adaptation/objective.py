@@ -1,4 +1,4 @@
-"""The method's adaptation objective (METHOD.md section 3), as pure tensor functions.
+"""The method's adaptation objective (docs/method.md section 3), as pure tensor functions.
 
 A generated target T1 and an unpaired real source T1 are each encoded slice by slice by the frozen
 slice VAE; the element-wise Gaussian KL(real || fake) is taken over every latent element
@@ -9,7 +9,7 @@ k = 1 + round(q / 100 x (n - 1)), as the method's code does) and the loss is the
 ele_percent = 100 keeps all but the minimum.
 
 Slice order: the method's code reorders the generator's (D, H, W) volume to (H, W, D) with a raw
-``view``, which scrambles voxels so the VAE sees non-anatomical "slices" (METHOD.md section 7).
+``view``, which scrambles voxels so the VAE sees non-anatomical "slices" (docs/method.md section 7).
 ``slice_order="intended"`` (the default, used for every result we report) slices the volume in the
 anatomical plane the slice VAE was trained on; ``"faithful"`` reproduces the raw view for
 comparison with the original code.

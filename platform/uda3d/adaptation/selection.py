@@ -3,7 +3,7 @@
 Nothing on the target site has a T1, so candidates cannot be ranked by target error. Three signals
 are measured where the truth is known: the plain source-val PSNR; the brain MAE on source-val
 volumes whose inputs were perturbed by the robust-augmentation family (``uda3d.data.robust_augment``,
-METHOD.md section 8's signal); and the same under a *held-out* family, k-space artefacts (Gibbs
+docs/method.md section 8's signal); and the same under a *held-out* family, k-space artefacts (Gibbs
 ringing and spikes, MONAI) that no candidate trains on. The perturbed copies are drawn once from a
 fixed seed, so every candidate is scored on the same volumes. ``uda3d.compare`` validates each signal
 across candidates against oracle target PSNR; on the development cohorts the plain source-val PSNR

@@ -168,14 +168,14 @@ def self_train(trainer: Pix2PixTrainer, target_batches: Callable[[int], Iterable
             (ids key the pseudo-labels, so the order may change between epochs).
         source_batches: epoch -> labelled source batches, cycled for one anchor step per target volume.
         config: the self-training config.
-        progress: show a tqdm bar per epoch.
+        progress: report progress per epoch (a bar on a terminal, one line per epoch in a log).
         report: receives each epoch's metrics.
 
     Returns:
         Per epoch: epoch, round, self_training_loss (mean masked L1 to the pseudo-T1), kept_fraction
         (of brain voxels), teacher_variance (mean in the brain), source_loss_l1 (the anchor's L1).
     """
-    from tqdm.auto import tqdm
+    from uda3d.progress import progress as progress_bar
 
     rng = torch.Generator().manual_seed(config.seed)
     groups = trainer.opt_g.param_groups
@@ -192,8 +192,8 @@ def self_train(trainer: Pix2PixTrainer, target_batches: Callable[[int], Iterable
             for epoch in range(first, first + config.epochs):
                 source = cycle_batches(source_batches, epoch)
                 losses, source_l1, kept, variances = [], [], [], []
-                for batch in tqdm(target_batches(epoch), desc=f"self-training epoch {epoch}", disable=not progress,
-                                  leave=False):
+                for batch in progress_bar(target_batches(epoch), desc=f"self-training epoch {epoch}",
+                                          disable=not progress, leave=False, every_percent=100):
                     key = _key(batch)
                     if key not in labels:
                         raise KeyError(f"target volume {key} was not pseudo-labelled; target_batches must serve "

@@ -1,4 +1,4 @@
-"""The adaptation loop as plain PyTorch (METHOD.md section 3), with the label-free guards applied.
+"""The adaptation loop as plain PyTorch (docs/method.md section 3), with the label-free guards applied.
 
 Each iteration: (1) the ordinary supervised pix2pix step on a source pair (``Pix2PixTrainer``);
 (2) the target step: generate T1 for a target volume, encode it and an unpaired real source T1
@@ -107,7 +107,7 @@ class AdaptTrainer:
         encoder = encoder.to(backbone.device)
         for p in encoder.parameters():
             p.requires_grad_(False)
-        encoder.train()  # per-volume BatchNorm statistics, as the VAE was trained (METHOD.md section 7)
+        encoder.train()  # per-volume BatchNorm statistics, as the VAE was trained (docs/method.md section 7)
         if config.checkpointing:  # generator, discriminator and slice encoder recompute in backward
             from uda3d.models.blocks import set_checkpointing
 
@@ -239,7 +239,7 @@ def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Ba
     augmented = backbone_config.augment or backbone_config.robust_augment or backbone_config.spatial_augment
     for epoch in range(first, trainer.config.epochs + 1):
         source = cycle_batches(source_batches, epoch)
-        # the source step is the backbone's supervised step, with its augmentation (METHOD.md section 3),
+        # the source step is the backbone's supervised step, with its augmentation (docs/method.md section 3),
         # drawn from (adaptation seed, rank, epoch) so a resumed adaptation repeats it
         rng = augmentation_rng(trainer.config.seed, trainer.backbone.rank, epoch) if augmented else None
         for i, target in enumerate(target_batches()):

@@ -1,7 +1,7 @@
 """Subject anatomy in one shared atlas space, from the MNI152 tissue templates nilearn ships.
 
 BraTS volumes are skull-stripped, co-registered to one template and resampled to 1 mm, so slice i
-of one subject shows roughly the anatomy of slice i of another (METHOD.md section 0); the method's
+of one subject shows roughly the anatomy of slice i of another (docs/method.md section 0); the method's
 latent comparison between different subjects relies on it. Each synthetic subject is therefore the
 MNI152 GM/WM/brain-mask maps (nilearn 0.14, no download) seen through a *small* random transform:
 a global scale near the size of an individual brain, a few degrees of rotation, a few mm of shift
@@ -17,6 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from uda3d.errors import ConfigError
+
+# nilearn is a core dependency (see pyproject.toml); an environment built without it gets this line
+NILEARN_INSTALL = "pip install 'nilearn>=0.14' (or reinstall uda3d: pip install -e .)"
 # Field of view (mm) of a BraTS volume (240 x 240 x 155 at 1 mm), stored LPS like BraTS files.
 BRATS_FOV_MM = (240.0, 240.0, 155.0)
 BRAIN_CENTRE_MNI_MM = np.array([0.0, -17.0, 5.0])
@@ -35,11 +39,15 @@ class TissueMaps:
 @functools.lru_cache(maxsize=2)
 def mni_templates(resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """MNI152 (GM, WM, brain mask, affine) at 1 or 2 mm, as float32, GM/WM clipped to the mask."""
-    from nilearn.datasets import (
-        load_mni152_brain_mask,
-        load_mni152_gm_template,
-        load_mni152_wm_template,
-    )
+    try:
+        from nilearn.datasets import (
+            load_mni152_brain_mask,
+            load_mni152_gm_template,
+            load_mni152_wm_template,
+        )
+    except ImportError as exc:
+        raise ConfigError("nilearn", f"cannot be imported ({exc}); the synthetic cohort renders its anatomy from "
+                                     f"the MNI152 templates nilearn ships: {NILEARN_INSTALL}") from None
 
     mask_img = load_mni152_brain_mask(resolution=resolution)
     mask = (np.asarray(mask_img.get_fdata()) > 0).astype(np.float32)

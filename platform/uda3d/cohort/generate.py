@@ -1,6 +1,6 @@
 """Write a synthetic multi-site cohort as a BraTS-layout root.
 
-Layout (as the method's loaders expect, METHOD.md section 1):
+Layout (as the method's loaders expect, docs/method.md section 1):
 ``OUT/domain{k}_{train,val,test}/<SUBJECT>/<SUBJECT>_{flair,t1,t1ce,t2,seg}.nii.gz`` for the k-th
 site, plus ``OUT/cohort.json`` (config, protocols with each site's population, splits). Intensities
 are stored as int16 and the labels as uint8, like BraTS. The whole root is built in a temporary
@@ -107,7 +107,7 @@ def subject_id(site: str, index: int) -> str:
 def generate_cohort(out: str | Path, config: CohortConfig, overwrite: bool = False,
                     progress: bool = True) -> Path:
     """Generate the cohort into ``out`` (atomically) and return the path of its ``cohort.json``."""
-    from tqdm.auto import tqdm
+    from uda3d.progress import progress as progress_bar
 
     out = Path(out)
     affine = grid_affine(config.shape)
@@ -116,7 +116,7 @@ def generate_cohort(out: str | Path, config: CohortConfig, overwrite: bool = Fal
             for i in range(config.subjects_per_site)]
     splits: dict[str, list[str]] = {}
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        for k, site, i in tqdm(jobs, desc="cohort", unit="subject", disable=not progress):
+        for k, site, i in progress_bar(jobs, desc="cohort", unit="subject", disable=not progress):
             split = _split_of(i, counts)
             sid = subject_id(site, i)
             folder = tmp / f"domain{k}_{split}" / sid

@@ -98,6 +98,7 @@ def bar_chart(path: str | Path, rows: Sequence[Mapping[str, Any]], title: str) -
         ax.axvline(0.0, color="black", linewidth=1)
         ax.set_xlabel(f"{metric.upper()} gain over {ref}{unit}", fontsize=13)
         ax.tick_params(labelsize=12)
+        ax.locator_params(axis="x", nbins=6)  # SSIM gains have long tick labels
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(rows)))
     axes[0].set_yticklabels(names, fontsize=12)

@@ -76,7 +76,7 @@ def runs_chart(path: str | Path, rows: Sequence[dict[str, Any]], metric: str, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from uda3d.viz import save_figure
+    from uda3d.viz import metric_label, save_figure
 
     labels = [f"{r['run']} ({r['run_id']})" for r in rows]
     values = [r[metric] for r in rows]
@@ -87,7 +87,7 @@ def runs_chart(path: str | Path, rows: Sequence[dict[str, Any]], metric: str, ti
     ax.invert_yaxis()
     span = max(values) - min(values)
     ax.set_xlim(min(values) - 0.1 * span - 1e-9, max(values) + 0.1 * span + 1e-9)
-    ax.set_xlabel(metric)
+    ax.set_xlabel(metric_label(metric))
     return save_figure(fig, path, title)
 
 

@@ -1,4 +1,4 @@
-"""The method's training augmentation (METHOD.md section 1), as one pure function of a generator.
+"""The method's training augmentation (docs/method.md section 1), as one pure function of a generator.
 
 Input and target get the same random rot90 in each of the three planes (k = 0 with probability
 12/15, else 1, 2 or 3) and the same random flips; the inputs alone get brightness and contrast

@@ -2,7 +2,7 @@
 
 A root holds split folders ``<domain>_<phase>`` (``domain1_train``, ``domain2_test``, ...), one
 sub-folder per subject, and one NIfTI per modality matched by its suffix, as the method's loaders
-do (METHOD.md section 1): ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``, ``*_seg``. The BraTS 2023
+do (docs/method.md section 1): ``*_flair``, ``*_t1``, ``*_t1ce``, ``*_t2``, ``*_seg``. The BraTS 2023
 names (``-t2f``, ``-t1n``, ``-t1c``, ``-t2w``) are accepted as aliases so newer releases load too.
 Any subset of the splits is a valid root.
 """

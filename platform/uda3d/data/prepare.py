@@ -25,14 +25,14 @@ class SplitSummary:
 def preprocess_root(root: str | Path, config: PreprocessConfig, cache_dir: str | Path | None,
                     splits: tuple[str, ...] | None = None, progress: bool = True) -> list[SplitSummary]:
     """Load every subject of ``splits`` (all by default) through the cache; return one summary per split."""
-    from tqdm.auto import tqdm
+    from uda3d.progress import progress as progress_bar
 
     summaries = []
     for name, subjects in discover(root, splits).items():
         start = time.perf_counter()
         shape: tuple[int, ...] = ()
         labeled = 0
-        for subject in tqdm(subjects, desc=f"load {name}", unit="subject", disable=not progress):
+        for subject in progress_bar(subjects, desc=f"load {name}", unit="subject", disable=not progress):
             item = load_subject(subject, config, cache_dir)
             shape = tuple(item.inputs.shape)
             labeled += item.target is not None

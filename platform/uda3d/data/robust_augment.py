@@ -1,6 +1,6 @@
 """Robust source training: random intensity augmentation of the *inputs* (domain randomisation).
 
-METHOD.md section 8 measured that a backbone trained with strong random intensity augmentation of
+docs/method.md section 8 measured that a backbone trained with strong random intensity augmentation of
 its inputs reached the supervised-on-target level on the target site with no target data. The
 transforms mimic the ways scanners differ: a smooth multiplicative bias field, a gamma/contrast
 change, Gaussian noise, blur along one random axis (thick slices), a histogram shift, and a random

@@ -83,7 +83,8 @@ def write_slice_store(root: str | Path, splits: tuple[str, ...], out: str | Path
                       overwrite: bool = False, progress: bool = True) -> SliceStore:
     """Slice the T1 of every labelled subject in ``splits`` of ``root`` into a Parquet store at ``out``."""
     import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
+
+    from uda3d.progress import progress as progress_bar
 
     found = discover(root, splits)
     subjects = [s for name in splits for s in found[name] if s.has_target]
@@ -93,7 +94,7 @@ def write_slice_store(root: str | Path, splits: tuple[str, ...], out: str | Path
     out = Path(out)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         batch = []
-        for index, subject in enumerate(tqdm(subjects, desc="slices", unit="volume", disable=not progress)):
+        for index, subject in enumerate(progress_bar(subjects, desc="slices", unit="volume", disable=not progress)):
             item = load_subject(subject, preprocess, cache_dir)
             slices = volume_to_slices(torch.from_numpy(item.target[0]), slice_config)[:, 0].numpy()
             batch.append(volume_table(index, subject.id, subject.domain, subject.split, slices))

@@ -1,11 +1,11 @@
-"""Volume -> slice stack, as the slice VAE sees it (METHOD.md section 2), in torch so it is differentiable.
+"""Volume -> slice stack, as the slice VAE sees it (docs/method.md section 2), in torch so it is differentiable.
 
 The method pads every axis of a T1 volume to a cube of ``size`` (256 for BraTS), maps the 1st and
 99th percentiles of the whole padded cube to [0, 1] with clipping, and takes every slice along one
 axis (empty padding slices included), so one volume = ``size`` slices = one training batch.
 Here the volume is the *preprocessed* generator-space volume (IPL: axes I, P, L), and slices are
 taken along P, i.e. coronal planes: the intended slicing of the method (its code reached it with a
-raw ``view`` that scrambles voxels, METHOD.md section 7). The slice store, the VAE and the
+raw ``view`` that scrambles voxels, docs/method.md section 7). The slice store, the VAE and the
 adaptation's volume encoder all call ``volume_to_slices``, so they cannot disagree.
 """
 

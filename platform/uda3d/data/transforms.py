@@ -1,6 +1,6 @@
 """Preprocessing as pure array functions: reorientation, brain crop/pad, intensity normalisation.
 
-The method (METHOD.md section 1) reorients every BraTS volume to axis code ``IPL`` (240x240x155 ->
+The method (docs/method.md section 1) reorients every BraTS volume to axis code ``IPL`` (240x240x155 ->
 155x240x240), crops it to 144x192x192, and min-max scales each channel to [0, 1] per volume. Here
 the crop window is centred on the brain's bounding box (and zero-padded where it leaves the image),
 so the same code serves BraTS, the small synthetic cohort and any other grid; ``auto_shape`` scales
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHOD_CROP_RATIOS = (144 / 155, 192 / 240, 192 / 240)  # IPL axes, METHOD.md section 1
+METHOD_CROP_RATIOS = (144 / 155, 192 / 240, 192 / 240)  # IPL axes, docs/method.md section 1
 SHAPE_MULTIPLE = 8
 
 
@@ -100,7 +100,7 @@ def covering_shape(mask: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, 
                  for size, bottom, top in zip(shape, lo, hi))  # type: ignore[return-value]
 
 
-# The method's crop of a 155x240x240 (IPL) BraTS volume to 144x192x192 (METHOD.md section 1).
+# The method's crop of a 155x240x240 (IPL) BraTS volume to 144x192x192 (docs/method.md section 1).
 METHOD_FIXED_CROP = ((155, 240, 240), (144, 192, 192), (8, 24, 24))
 
 
@@ -172,7 +172,7 @@ def minmax_normalise(volume: np.ndarray) -> tuple[np.ndarray, tuple[float, float
 
 
 def percentile_normalise(volume: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Map the ``low``/``high`` percentiles to [0, 1] and clip (the slice VAE's rule, METHOD.md section 2)."""
+    """Map the ``low``/``high`` percentiles to [0, 1] and clip (the slice VAE's rule, docs/method.md section 2)."""
     lo, hi = np.percentile(volume, [low, high])
     if hi <= lo:
         return np.zeros_like(volume, dtype=np.float32)

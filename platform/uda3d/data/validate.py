@@ -170,7 +170,7 @@ def leaked_subjects(splits: dict[str, list[Subject]]) -> list[Problem]:
 def validate_root(root: str | Path, splits: Iterable[str] | None = None,
                   progress: bool = False) -> ValidationReport:
     """Validate every subject of a BraTS-layout root (or of ``splits``)."""
-    from tqdm.auto import tqdm
+    from uda3d.progress import progress as progress_bar
 
     found = discover(root, tuple(splits) if splits is not None else None)
     report = ValidationReport(root=str(root), splits=found)
@@ -178,7 +178,7 @@ def validate_root(root: str | Path, splits: Iterable[str] | None = None,
         if not subjects:
             report.problems.append(Problem(str(Path(root) / name), "split is empty; expected subject folders"))
     everyone = [s for subjects in found.values() for s in subjects]
-    for subject in tqdm(everyone, desc="validate", unit="subject", disable=not progress):
+    for subject in progress_bar(everyone, desc="validate", unit="subject", disable=not progress):
         report.problems.extend(validate_subject(subject))
     report.problems.extend(leaked_subjects(found))
     domains: dict[str, list[Subject]] = {}

@@ -1,4 +1,4 @@
-"""LSGAN adversarial and discriminator feature-matching losses (METHOD.md section 1).
+"""LSGAN adversarial and discriminator feature-matching losses (docs/method.md section 1).
 
 LSGAN (Mao et al., ICCV 2017) regresses patch logits to 1 (real) or 0 (fake) with a mean squared
 error; the discriminator's loss is 0.5 x (real + fake). The method's "perceptual" term is an L1

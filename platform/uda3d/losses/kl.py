@@ -1,7 +1,7 @@
 """Gaussian KL divergences and the reparameterisation trick, as pure functions.
 
 Posteriors are parameterised by mean and *log standard deviation* (``logsig``), as the method's VAE
-(METHOD.md section 2): sigma = exp(logsig).
+(docs/method.md section 2): sigma = exp(logsig).
 
     KL(N(mu_p, s_p^2) || N(mu_q, s_q^2)) = log(s_q / s_p) + (s_p^2 + (mu_p - mu_q)^2) / (2 s_q^2) - 1/2
     KL(N(mu, s^2) || N(0, 1))            = -1/2 (1 + 2 log s - mu^2 - s^2)

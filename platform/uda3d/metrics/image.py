@@ -1,6 +1,6 @@
 """PSNR, SSIM and MAE of a synthesized volume against the true one, over the brain or the whole volume.
 
-Two conventions are reported (METHOD.md section 4): the method's (whole cropped volume, background
+Two conventions are reported (docs/method.md section 4): the method's (whole cropped volume, background
 included, PSNR with the *prediction's* range) so numbers compare with the paper's code, and the
 honest one (brain mask, fixed data range 1 because inputs and targets are min-max scaled to [0, 1]).
 SSIM uses MONAI's implementation (3D Gaussian window 11^3, sigma 1.5, K1 0.01, K2 0.03, the method's

@@ -1,7 +1,7 @@
 """Summaries of per-subject metrics: mean, std, bootstrap CI, paired tests, rank correlation.
 
 scipy.stats provides the paired Wilcoxon signed-rank test (between two methods on the same subjects,
-not the one-sample test against zero the method's code prints, METHOD.md section 7), Spearman's rho
+not the one-sample test against zero the method's code prints, docs/method.md section 7), Spearman's rho
 and ``bootstrap`` (BCa intervals of the mean paired difference): a maintained, reviewed implementation
 beats a hand-rolled one for the numbers a paper quotes. Every bootstrap resamples subjects with a
 seeded generator, so reports repeat exactly.

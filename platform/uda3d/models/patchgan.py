@@ -1,4 +1,4 @@
-"""The method's 3D PatchGAN discriminator (METHOD.md section 1), returning every stage's features.
+"""The method's 3D PatchGAN discriminator (docs/method.md section 1), returning every stage's features.
 
 On concat(input, T1) (3 channels): Conv k4 s1 p1 -> IN -> LeakyReLU(0.2) -> blur downsample, then
 ``n_layers - 1`` more such downsampling stages, then two Conv k4 s1 p1 -> IN -> LeakyReLU stages and

@@ -1,4 +1,4 @@
-"""The SIT ("Scout-Identify-Transform") 3D generator the method uses (METHOD.md section 1).
+"""The SIT ("Scout-Identify-Transform") 3D generator the method uses (docs/method.md section 1).
 
 Encoder: three Conv(k4, s2, p1) -> IN -> ReLU stages (C_in -> ngf -> ngf -> ngf), each halving the
 size. Decoder, deepest first: DenseShortcut -> IN -> ReLU -> ConvT(k3, s2, p1, op1); then at each

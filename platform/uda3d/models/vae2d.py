@@ -1,10 +1,10 @@
-"""The 2D slice VAE of the method (METHOD.md section 2) and a whole-volume encoder around it.
+"""The 2D slice VAE of the method (docs/method.md section 2) and a whole-volume encoder around it.
 
 Encoder: Conv3x3 (1 -> gf) + BN + LeakyReLU(0.2); residual down blocks (main path conv s2 in->in
 -> BN -> LReLU -> conv in->out -> BN, shortcut conv s2 -> BN) with outputs gf, gf, 2gf, 4gf, ...;
 the last block twice, as the mean and log-sigma heads (to ``latent_channels``), so the latent is
 ``latent_channels`` x 2 x 2 per slice: 1,726,296 parameters at gf 4, latent 256, 256^2 slices, the
-method's layout (METHOD.md section 2; an earlier layout here widened to 256 channels before the
+method's layout (docs/method.md section 2; an earlier layout here widened to 256 channels before the
 heads and put the first convolution at in->out, 5.1M). Decoder: the mirror with
 nearest-upsampling residual blocks, Conv + BN + LReLU, and a linear Conv3x3 to one channel.
 The number of down blocks is log2(slice_size / 2): 7 for 256^2 BraTS slices, 5 for 64^2 demo

@@ -1,4 +1,4 @@
-"""Supervised 3D pix2pix training (METHOD.md section 1) as plain PyTorch, usable with or without Ray.
+"""Supervised 3D pix2pix training (docs/method.md section 1) as plain PyTorch, usable with or without Ray.
 
 ``Pix2PixTrainer`` owns the generator, discriminator, optimisers, schedulers and scaler and takes
 one training step per volume; ``fit_backbone`` runs epochs and hands each epoch's metrics to a
@@ -224,14 +224,14 @@ def fit_backbone(trainer: Pix2PixTrainer, train_batches: Callable[[int], Iterabl
         val_batches: an iterable of source-validation batches, or None.
         report: receives each epoch's metrics (epoch numbers start at 1).
         on_epoch_end: called after ``report`` with the trainer and the metrics (checkpointing).
-        progress: show a tqdm bar per epoch.
+        progress: report progress per epoch (a bar on a terminal, one line per epoch in a log).
 
     Returns:
         The metrics of every epoch run here.
     """
     import time
 
-    from tqdm.auto import tqdm
+    from uda3d.progress import progress as progress_bar
 
     history = []
     cfg = trainer.config
@@ -242,8 +242,8 @@ def fit_backbone(trainer: Pix2PixTrainer, train_batches: Callable[[int], Iterabl
         rng = augmentation_rng(cfg.seed, trainer.rank, epoch) if augmented else None
         sums: dict[str, float] = {}
         count = 0
-        for batch in tqdm(train_batches(epoch), desc=f"epoch {epoch}/{cfg.total_epochs}", disable=not progress,
-                          leave=False):
+        for batch in progress_bar(train_batches(epoch), desc=f"epoch {epoch}/{cfg.total_epochs}",
+                                  disable=not progress, leave=False, every_percent=100):
             for k, v in trainer.train_step(batch, rng).items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1

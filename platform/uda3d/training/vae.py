@@ -1,4 +1,4 @@
-"""Slice-VAE training as plain PyTorch: one volume's slices per batch, in order (METHOD.md section 2).
+"""Slice-VAE training as plain PyTorch: one volume's slices per batch, in order (docs/method.md section 2).
 
 ``VAETrainer`` holds the VAE and its optimiser; ``fit_vae`` runs epochs over an iterable of
 per-volume slice batches and reports per-epoch reconstruction and KL (per pixel / per latent
@@ -95,7 +95,7 @@ def fit_vae(trainer: VAETrainer, train_volumes: Callable[[int], Iterable[torch.T
             on_epoch_end: Callable[[VAETrainer, dict[str, float]], None] | None = None,
             progress: bool = False) -> list[dict[str, float]]:
     """Train from ``trainer.epoch`` to ``config.epochs``; each epoch's mean losses go to ``report``."""
-    from tqdm.auto import tqdm
+    from uda3d.progress import progress as progress_bar
 
     history = []
     start = time.perf_counter()
@@ -103,8 +103,8 @@ def fit_vae(trainer: VAETrainer, train_volumes: Callable[[int], Iterable[torch.T
         epoch = trainer.epoch + 1
         sums: dict[str, float] = {}
         count = 0
-        for slices in tqdm(train_volumes(epoch), desc=f"vae epoch {epoch}/{trainer.config.epochs}",
-                           disable=not progress, leave=False):
+        for slices in progress_bar(train_volumes(epoch), desc=f"vae epoch {epoch}/{trainer.config.epochs}",
+                                   disable=not progress, leave=False, every_percent=100):
             for k, v in trainer.train_step(slices).items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1

@@ -12,6 +12,7 @@ of samples from the prior.
 from __future__ import annotations
 
 import platform as _platform
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from uda3d.config import ScalingOptions, VAEConfig, from_dict
 from uda3d.data.slice_store import SliceStore, open_slice_store, rank_volumes, steps_per_epoch
 from uda3d.errors import DataError
+from uda3d.progress import is_terminal
 from uda3d.tracking import TrackingConfig, ensure_experiment, git_commit
 from uda3d.training.ray_runtime import TrainResult
 
@@ -89,7 +91,7 @@ def run_vae(run: VAERun) -> TrainResult:
 
     ensure_ray(run.scaling.address, run.scaling.num_workers * run.scaling.cpus_per_worker)
     data_context = ray.data.DataContext.get_current()
-    data_context.enable_progress_bars = run.verbose
+    data_context.enable_progress_bars = run.verbose and is_terminal(sys.stderr)  # bars pile up in a log file
     data_context.execution_options.preserve_order = True  # rows stay volume by volume, slice by slice
     store_bytes = sum(Path(p).stat().st_size for p in store.shard_paths)
     datasets = {}
@@ -137,7 +139,8 @@ def vae_worker(payload: dict[str, Any]) -> None:
     from uda3d.training.vae import VAETrainer, fit_vae
 
     quiet_worker_logs(payload["verbose"])
-    ray.data.DataContext.get_current().enable_progress_bars = payload["progress"] and payload["verbose"]
+    ray.data.DataContext.get_current().enable_progress_bars = (payload["progress"] and payload["verbose"]
+                                                               and is_terminal(sys.stderr))
     config = from_dict(VAEConfig, payload["vae"])
     store = open_slice_store(payload["store"])
     size, per_volume = store.slice_config.size, store.slices_per_volume

@@ -30,6 +30,7 @@ from uda3d.config import AdaptConfig
 from uda3d.errors import ConfigError
 from uda3d.tuning.space import SearchSpace
 from uda3d.tuning.tune import TuneRun
+from uda3d.viz import param_label
 
 STUDIES = {"data-amount": "data_amount", "sensitivity": "sensitivity"}
 SPACES_FOLDER = "search_spaces"
@@ -132,31 +133,51 @@ def curve(rows: Sequence[Mapping[str, Any]], param: str, metric: str,
     return [{"value": v, **_stats(values[v])} for v in sorted(values)]
 
 
-def study_figure(path: str | Path, param: str, points: Sequence[Mapping[str, float]], metric: str,
-                 reference: float | None, title: str) -> Path:
-    """PNG of ``metric`` against ``param`` with seed-std error bars and the unadapted model as a line."""
+def study_plot(param: str, points: Sequence[Mapping[str, float]], metric: str, reference: float | None) -> Any:
+    """The figure of ``study_figure``, unsaved (tests read its axes).
+
+    With a finite ``reference`` (the unadapted model) the y axis is the change from it, so a flat line
+    at 0 reads "adaptation did nothing" whatever the absolute level; otherwise the metric itself.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from uda3d.viz import save_figure
+    from uda3d.viz import metric_label, param_label
 
     numeric = all(isinstance(p["value"], (int, float)) for p in points)
     x = [float(p["value"]) for p in points] if numeric else list(range(len(points)))
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    ax.errorbar(x, [p["mean"] for p in points], yerr=[p["std"] for p in points], fmt="o-", capsize=4,
-                color="#3b78c2", label=f"adapted (mean +- seed std, n = {max(int(p['n']) for p in points)})")
-    if reference is not None and math.isfinite(reference):
-        ax.axhline(reference, color="black", linestyle="--", linewidth=1, label="no adaptation")
+    change = reference is not None and math.isfinite(reference)
+    y = [p["mean"] - reference if change else p["mean"] for p in points]
+    seeds = max(int(p["n"]) for p in points)
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    ax.errorbar(x, y, yerr=[p["std"] for p in points], fmt="o-", capsize=4, color="#3b78c2",
+                label=f"adapted: mean ± seed std ({seeds} seed{'s' if seeds != 1 else ''})")
+    if change:
+        unit = " dB" if "psnr" in metric else ""
+        ax.axhline(0.0, color="black", linestyle="--", linewidth=1, label=f"no adaptation ({reference:.3f}{unit})")
     if numeric and min(x) > 0 and max(x) / min(x) >= 20:
         ax.set_xscale("log")
     ax.set_xticks(x)
     ax.set_xticklabels([format_value(p["value"]) for p in points])
-    ax.set_xlabel(param)
-    ax.set_ylabel(metric)
+    ax.set_xlabel(param_label(param))
+    label = metric_label(metric)
+    if change:  # "target-test PSNR (dB)" -> "change in target-test PSNR from no adaptation (dB)"
+        name, bracket, unit = label.partition(" (")
+        label = f"change in {name} from no adaptation" + (f" ({unit}" if bracket else "")
+    ax.set_ylabel(label)
+    ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return save_figure(fig, path, title)
+    return fig
+
+
+def study_figure(path: str | Path, param: str, points: Sequence[Mapping[str, float]], metric: str,
+                 reference: float | None, title: str) -> Path:
+    """PNG of ``metric`` against ``param``: the change from the unadapted model, seed-std error bars."""
+    from uda3d.viz import save_figure
+
+    return save_figure(study_plot(param, points, metric, reference), path, title)
 
 
 def run_study(run: TuneRun) -> dict[str, Any]:
@@ -195,7 +216,7 @@ def run_study(run: TuneRun) -> dict[str, Any]:
         if len(points_of) > 1:
             figures[name] = str(study_figure(folder / f"{space.name}_{name}.png", name, points_of, space.metric,
                                              reference if space.metric == "target_test_psnr" else None,
-                                             f"{space.name}: {space.metric} vs {name}"))
+                                             f"{space.name}: {param_label(name)}"))
     files = {"trials": str(write_csv(folder / "trials.csv", rows)),
              "points": str(write_csv(folder / "points.csv", table)), **{f"figure_{k}": v for k, v in figures.items()}}
     summary = {"study": space.name, "design": space.design, "metric": space.metric, "trials": len(rows),
@@ -213,4 +234,4 @@ def run_study(run: TuneRun) -> dict[str, Any]:
 
 
 __all__ = ["STUDIES", "baseline", "curve", "format_value", "keep_feasible", "run_study", "shipped_space",
-           "study_points", "summarise_points", "trial_configs"]
+           "study_plot", "study_points", "summarise_points", "trial_configs"]
