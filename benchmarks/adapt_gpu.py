@@ -58,8 +58,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        print("no CUDA device here: nothing measured (run this where a GPU is lent)")
-        return
+        raise SystemExit("no CUDA device here: nothing measured (run this where a GPU is lent)")
     rows = [measure(amp, tuple(args.shape), args.steps) for amp in (True, False)]
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "method_reported_gb_with_amp": METHOD_REPORTED_GB, "rows": rows}
