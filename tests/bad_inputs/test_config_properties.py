@@ -55,6 +55,11 @@ def orientation(v: Any) -> bool:
             and all(sum(c in pair for c in v.upper()) == 1 for pair in pairs))
 
 
+def spacing(v: Any) -> bool:
+    return v is None or (isinstance(v, (list, tuple)) and len(v) == 3
+                         and all(number(lambda x: 0.05 <= x <= 20)(x) for x in v))
+
+
 def crop_shape(v: Any) -> bool:
     return v is None or (isinstance(v, (list, tuple)) and len(v) == 3
                          and all(integer(8)(s) and s % 8 == 0 for s in v))
@@ -63,7 +68,8 @@ def crop_shape(v: Any) -> bool:
 # Per config: each field's rule, and rules across fields as (fields named, check of the merged values).
 SPECS: dict[type, tuple[dict[str, Check], list[tuple[tuple[str, ...], Callable[[dict], bool]]]]] = {
     PreprocessConfig: ({"orientation": orientation, "shape": crop_shape,
-                        "normalisation": one_of("minmax", "percentile"), "crop": one_of("brain", "fixed")}, []),
+                        "normalisation": one_of("minmax", "percentile"), "crop": one_of("brain", "fixed"),
+                        "spacing": spacing}, []),
     RobustAugmentConfig: ({"probability": number(lambda v: 0 <= v <= 1), "bias_coeff": number(lambda v: v >= 0),
                            "gamma_low": number(lambda v: v > 0), "gamma_high": number(lambda v: v > 0),
                            "noise_std": number(lambda v: v >= 0), "blur_sigma": number(lambda v: v >= 0.5),
@@ -77,7 +83,7 @@ SPECS: dict[type, tuple[dict[str, Check], list[tuple[tuple[str, ...], Callable[[
                       "grad_accum": integer(1), "amp": flag, "augment": flag, "robust_augment": flag,
                       "robust": lambda v: v == {} or isinstance(v, RobustAugmentConfig),
                       "spatial_augment": flag, "spatial": lambda v: v == {} or isinstance(v, SpatialAugmentConfig),
-                      "aux_weight": number(lambda v: v >= 0), "seed": integer(0)},
+                      "aux_weight": number(lambda v: v >= 0), "checkpointing": flag, "seed": integer(0)},
                      [(("epochs", "epochs_decay"), lambda c: c["epochs"] + c["epochs_decay"] >= 1),
                       (("aux_weight", "generator"), lambda c: c["aux_weight"] == 0 or c["generator"] == "sit")]),
     VAEConfig: ({"gf_dim": integer(1), "latent_channels": integer(1), "kl_weight": number(lambda v: v >= 0),
@@ -86,7 +92,8 @@ SPECS: dict[type, tuple[dict[str, Check], list[tuple[tuple[str, ...], Callable[[
                    "lr": number(lambda v: 0 < v < 1), "epochs": integer(1),
                    "target_subjects": lambda v: v is None or integer(1)(v),
                    "slice_order": one_of("intended", "faithful"), "source_step": flag,
-                   "prior": one_of("subject", "population"), "amp": flag, "seed": integer(0)}, []),
+                   "prior": one_of("subject", "population"), "amp": flag, "checkpointing": flag,
+                   "seed": integer(0)}, []),
     HarmoniserConfig: ({"knots": integer(2), "steps": integer(1), "lr": number(lambda v: 0 < v < 10),
                         "voxels": integer(16), "projections": integer(1), "seed": integer(0)}, []),
     GuardConfig: ({"max_source_drop": number(lambda v: v >= 0), "max_intensity_drift": number(lambda v: v >= 0),
@@ -112,7 +119,8 @@ def _near(default: Any) -> st.SearchStrategy:
     if isinstance(default, str):
         return st.just(default)
     if default is None or isinstance(default, tuple):
-        return st.one_of(st.none(), st.lists(st.sampled_from([0, 8, 16, 20, 32]), min_size=2, max_size=4))
+        return st.one_of(st.none(), st.lists(st.sampled_from([0, 8, 16, 20, 32, 0.5, 1.0, 25.0]), min_size=2,
+                                             max_size=4))
     return st.just({})  # a nested config: its defaults
 
 
