@@ -22,6 +22,10 @@ LOOPBACK = "127.0.0.1"
 # checkpoints faster than that wait ~2 s per report (measured: 6 short epochs took 63 s instead of
 # 51 s); a local Ray on one machine can poll far more often at no visible cost.
 LOCAL_TRAIN_POLL_S = "0.2"
+# Ray Train starts a preemption-watcher actor (one more process) for every run; a local Ray on one
+# machine has no node that can be drained, and the process costs each stage about 1 s of start-up
+# on 2 cores (benchmarks/results/stage_overhead.md).
+LOCAL_PREEMPTION_WATCHER = "0"
 
 
 def ensure_ray(address: str | None, train_cpus: float = 0.0) -> None:
@@ -46,6 +50,7 @@ def ensure_ray(address: str | None, train_cpus: float = 0.0) -> None:
             ray.init(address=address, log_to_driver=True)
         else:  # the dashboard of a local Ray listens on loopback only, whatever Ray's default becomes
             os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", LOCAL_TRAIN_POLL_S)  # inherited by its workers
+            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", LOCAL_PREEMPTION_WATCHER)
             ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(train_cpus) + 1), log_to_driver=True,
                      dashboard_host=LOOPBACK)
 
