@@ -51,10 +51,9 @@ class PreprocessedSubject:
         mask: (D, H, W) bool brain mask (non-zero input voxels of the skull-stripped images).
         box: where the crop sits in the reoriented (and, with ``spacing``, resampled) volume.
         affine: the original file's voxel-to-world affine.
-        native_shape: the reoriented volume's shape before resampling (``box.source_shape`` when the
-            config resamples nothing): outputs are resampled back to it before undoing the orientation.
-        native_mask: the brain on that grid, kept only when resampling, so an output put back is zero
-            outside the file's own brain (interpolation would otherwise spread it a voxel wider).
+        native_mask: the brain on the reoriented file's own grid, kept only when the config resamples
+            (``spacing``): outputs are resampled back to its grid and zeroed outside it (interpolation
+            would otherwise spread them a voxel wider).
     """
 
     id: str
@@ -64,16 +63,18 @@ class PreprocessedSubject:
     mask: np.ndarray
     box: CropBox
     affine: np.ndarray
-    native_shape: tuple[int, int, int] | None = None
     native_mask: np.ndarray | None = None
+
+    @property
+    def native_shape(self) -> tuple[int, int, int]:
+        """The reoriented file's shape: what outputs go back to before the orientation is undone."""
+        return tuple(self.native_mask.shape) if self.native_mask is not None else self.box.source_shape  # type: ignore[return-value]
 
     def to_native(self, volume: np.ndarray, orientation: str) -> np.ndarray:
         """A network-grid volume (masked outside the brain) put back on the file's own grid."""
         placed = uncrop(np.where(self.mask, volume, 0.0), self.box)
-        if self.native_shape is not None and tuple(self.native_shape) != tuple(self.box.source_shape):
-            placed = resample(placed, self.native_shape)
-            if self.native_mask is not None:
-                placed = np.where(self.native_mask, placed, 0.0)
+        if self.native_mask is not None:  # resampled: back to the file's grid, zero outside its brain
+            placed = np.where(self.native_mask, resample(placed, self.native_shape), 0.0)
         return undo_reorient(placed, self.affine, orientation)
 
 
@@ -96,13 +97,12 @@ def preprocess_subject(subject: Subject, config: PreprocessConfig, cover_brain: 
             raise DataError(volume.path, mismatch)
     oriented_pairs = [reorient(v.data, v.affine, config.orientation) for v in volumes]
     oriented = [a for a, _ in oriented_pairs]
-    native_shape = tuple(int(n) for n in oriented[0].shape)
-    brain = np.zeros(native_shape, dtype=bool)
+    brain = np.zeros(oriented[0].shape, dtype=bool)
     for array in oriented[: len(INPUT_MODALITIES)]:
         brain |= array > 0
     native_mask = None
     if config.spacing is not None:  # one grid for every subject: the network sees mm, not voxels
-        grid = resampled_shape(native_shape, voxel_sizes(oriented_pairs[0][1]), config.spacing)
+        grid = resampled_shape(oriented[0].shape, voxel_sizes(oriented_pairs[0][1]), config.spacing)
         oriented = [resample(a.astype(np.float32), grid) for a in oriented]
         native_mask, brain = brain, resample(brain, grid, nearest=True)
     shape = config.shape if config.shape is not None else auto_shape(oriented[0].shape)
@@ -115,8 +115,7 @@ def preprocess_subject(subject: Subject, config: PreprocessConfig, cover_brain: 
     return PreprocessedSubject(
         id=subject.id, split=subject.split, inputs=channels[:n_in],
         target=channels[n_in:] if subject.has_target else None,
-        mask=crop(brain, box), box=box, affine=reference.affine, native_shape=native_shape,  # type: ignore[arg-type]
-        native_mask=native_mask,
+        mask=crop(brain, box), box=box, affine=reference.affine, native_mask=native_mask,
     )
 
 
@@ -149,8 +148,7 @@ def load_subject(subject: Subject, config: PreprocessConfig,
 
 def _write_cached(path: Path, s: PreprocessedSubject) -> None:
     arrays = {"inputs": s.inputs, "mask": s.mask, "affine": s.affine,
-              "box": np.asarray([s.box.start, s.box.shape, s.box.source_shape,
-                                 s.native_shape or s.box.source_shape], dtype=np.int64)}
+              "box": np.asarray([s.box.start, s.box.shape, s.box.source_shape], dtype=np.int64)}
     if s.target is not None:
         arrays["target"] = s.target
     if s.native_mask is not None:
@@ -168,6 +166,5 @@ def _read_cached(path: Path) -> PreprocessedSubject:
             target=z["target"] if "target" in z.files else None, mask=z["mask"],
             box=CropBox(tuple(int(v) for v in box[0]), tuple(int(v) for v in box[1]),
                         tuple(int(v) for v in box[2])),
-            affine=z["affine"], native_shape=tuple(int(v) for v in box[3]),  # type: ignore[arg-type]
-            native_mask=z["native_mask"] if "native_mask" in z.files else None,
+            affine=z["affine"], native_mask=z["native_mask"] if "native_mask" in z.files else None,
         )
