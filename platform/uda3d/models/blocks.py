@@ -71,10 +71,13 @@ class BlurDownsample(nn.Module):
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Blur and subsample ``x``: its ``channels`` or any leading group of them (the filter is the same
+        for every channel, so the PatchGAN can run its first stage a few channels at a time)."""
         pad = [1, 1] * self.spatial_dims
         x = F.pad(x, pad, mode="reflect")
         conv = F.conv3d if self.spatial_dims == 3 else F.conv2d
-        return conv(x, self.kernel.to(x.dtype), stride=2, groups=self.channels)
+        n = x.shape[1]
+        return conv(x, self.kernel[:n].to(x.dtype), stride=2, groups=n)
 
 
 def check_divisible(shape: tuple[int, ...], factor: int, network: str) -> None:

@@ -90,9 +90,7 @@ def _in_channel_groups(stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     def group(inputs: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         bias = None if conv.bias is None else conv.bias[lo:hi]
         y = F.conv3d(inputs, conv.weight[lo:hi], bias, conv.stride, conv.padding, conv.dilation)
-        y = F.leaky_relu(F.instance_norm(y, eps=norm.eps), act.negative_slope, inplace=True)
-        y = F.pad(y, [1, 1] * 3, mode="reflect")
-        return F.conv3d(y, blur.kernel[lo:hi].to(y.dtype), stride=2, groups=hi - lo)
+        return blur(F.leaky_relu(F.instance_norm(y, eps=norm.eps), act.negative_slope, inplace=True))
 
     n, record = conv.out_channels, torch.is_grad_enabled()
     return torch.cat([checkpoint(group, x, lo, min(lo + CHANNEL_GROUP, n), use_reentrant=False) if record
