@@ -24,9 +24,8 @@ import shutil
 from pathlib import Path
 
 from uda3d.cohort.generate import CohortConfig, generate_cohort
-from uda3d.compare.config import CompareConfig
 from uda3d.compare.run import compare_methods
-from uda3d.config import AdaptConfig, BackboneConfig, SelfTrainConfig, TTTConfig, VAEConfig
+from uda3d.config import AdaptConfig, BackboneConfig, CompareConfig, SelfTrainConfig, TTTConfig, VAEConfig
 from uda3d.tracking import resolve_tracking
 
 RESULTS = Path(__file__).parent / "results"

@@ -24,9 +24,13 @@ from compare_methods import BACKBONE, make_cohorts, write_results  # noqa: E402
 
 from uda3d.adaptation.self_training import self_train  # noqa: E402
 from uda3d.adaptation.ttt import PerSubjectTTT, adapt_site  # noqa: E402
-from uda3d.compare.config import CompareConfig  # noqa: E402
 from uda3d.compare.run import _trainer, control_epochs, fine_tune, load_sites, score  # noqa: E402
-from uda3d.config import JOINT_AUX_WEIGHT, SelfTrainConfig, TTTConfig  # noqa: E402
+from uda3d.config import (  # noqa: E402
+    JOINT_AUX_WEIGHT,
+    CompareConfig,  # noqa: E402
+    SelfTrainConfig,
+    TTTConfig,
+)
 from uda3d.training.pix2pix import fit_backbone  # noqa: E402
 
 

@@ -47,8 +47,7 @@ def run_iteration(shape: tuple[int, int, int], checkpointing: bool, device: str)
     import torch
 
     from uda3d.adaptation.trainer import AdaptTrainer
-    from uda3d.config import AdaptConfig, BackboneConfig
-    from uda3d.data.slices import SliceConfig
+    from uda3d.config import AdaptConfig, BackboneConfig, SliceConfig
     from uda3d.models.vae2d import SliceVAE
     from uda3d.training.pix2pix import Pix2PixTrainer
 

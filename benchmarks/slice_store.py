@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 from uda3d.cohort.generate import CohortConfig, generate_cohort
-from uda3d.config import PreprocessConfig
+from uda3d.config import PreprocessConfig, SliceConfig
 from uda3d.data.layout import discover
 from uda3d.data.preprocess import preprocess_subject
 from uda3d.data.slice_store import read_slices, write_slice_store
-from uda3d.data.slices import SliceConfig, volume_to_slices
+from uda3d.data.slices import volume_to_slices
 
 
 def main() -> None:

@@ -22,10 +22,10 @@ def tiny_checkpoints(cohort: Path, base: Path) -> tuple[Path, Path]:
     import torch
     from torch.utils.data import DataLoader
 
-    from uda3d.config import BackboneConfig, PreprocessConfig, VAEConfig
+    from uda3d.config import BackboneConfig, PreprocessConfig, SliceConfig, VAEConfig
     from uda3d.data.datasets import paired_dataset
     from uda3d.data.layout import discover
-    from uda3d.data.slices import SliceConfig, volume_to_slices
+    from uda3d.data.slices import volume_to_slices
     from uda3d.training.checkpoint import save_state
     from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
     from uda3d.training.vae import VAETrainer, fit_vae

@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader
 
 from tests.helpers import fake_brats_release
 from uda3d.cli import main
-from uda3d.config import BackboneConfig, PreprocessConfig, VAEConfig
+from uda3d.config import BackboneConfig, PreprocessConfig, SliceConfig, VAEConfig
 from uda3d.data.datasets import paired_dataset
 from uda3d.data.layout import discover
-from uda3d.data.slices import SliceConfig, volume_to_slices
+from uda3d.data.slices import volume_to_slices
 from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
 from uda3d.training.ray_runtime import weights_digest
 from uda3d.training.runtime import seed_everything, unwrap

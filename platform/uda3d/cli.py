@@ -143,7 +143,8 @@ def _add_run_options(p: argparse.ArgumentParser, default_name: str) -> None:
 
 
 def _tracking(args: argparse.Namespace):
-    from uda3d.tracking import TrackingConfig, resolve_tracking
+    from uda3d.config import TrackingConfig
+    from uda3d.tracking import resolve_tracking
 
     if args.no_tracking:
         return TrackingConfig(uri=None)
@@ -188,7 +189,8 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest_brats(args: argparse.Namespace) -> int:
-    from uda3d.data.ingest import IngestConfig, ingest_brats
+    from uda3d.config import IngestConfig
+    from uda3d.data.ingest import ingest_brats
 
     config = IngestConfig(source=args.source, target=args.target, fractions=tuple(args.fractions),
                           seed=args.seed, copy=args.copy)
@@ -253,8 +255,8 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
 
 
 def cmd_slices(args: argparse.Namespace) -> int:
+    from uda3d.config import SliceConfig
     from uda3d.data.slice_store import write_slice_store
-    from uda3d.data.slices import SliceConfig
 
     splits = tuple(args.splits) if args.splits else (f"{args.domain}_train", f"{args.domain}_val")
     cache = args.cache_dir or args.out.parent / "cache"
@@ -310,7 +312,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def _guards(args: argparse.Namespace):
-    from uda3d.adaptation.guards import GuardConfig
+    from uda3d.config import GuardConfig
 
     return GuardConfig(max_source_drop=args.max_source_drop, max_intensity_drift=args.max_intensity_drift,
                        max_hf_rise=args.max_hf_rise, max_background_rise=args.max_background_rise)
@@ -362,10 +364,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_compare_methods(args: argparse.Namespace) -> int:
-    from uda3d.compare.config import CompareConfig
     from uda3d.compare.report import markdown_table
     from uda3d.compare.run import compare_methods
-    from uda3d.config import AdaptConfig, BackboneConfig, SelfTrainConfig, TTTConfig, VAEConfig
+    from uda3d.config import AdaptConfig, BackboneConfig, CompareConfig, SelfTrainConfig, TTTConfig, VAEConfig
 
     config = CompareConfig(
         dataroot=str(args.dataroot), workdir=str(args.workdir), seeds=args.seeds,
@@ -547,9 +548,7 @@ STAGES = ("cohort", "ingest-brats", "validate-data", "preprocess", "train-backbo
 
 def build_parser() -> argparse.ArgumentParser:
     # Stage defaults come from the config dataclasses (cheap imports), so the CLI cannot drift from them.
-    from uda3d.adaptation.guards import GuardConfig
-    from uda3d.compare.config import CompareConfig
-    from uda3d.config import AdaptConfig, BackboneConfig, VAEConfig
+    from uda3d.config import AdaptConfig, BackboneConfig, CompareConfig, GuardConfig, VAEConfig
     from uda3d.pipeline import PipelineConfig
     from uda3d.tuning.study import STUDIES
 

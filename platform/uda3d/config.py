@@ -2,6 +2,11 @@
 
 Configs are checked where they enter (CLI flags, YAML, a Tune trial's dict) and passed down as
 dataclasses; ``from_dict`` rejects unknown keys so a typo never silently falls back to a default.
+
+The library's configs live here, one family after another (preprocessing and augmentation, slices and
+ingestion, tracking and guards, the stages, the comparison), so they import cheaply (no torch, Ray or
+MLflow: the CLI reads their defaults). ``CohortConfig`` stays with the synthetic cohort: it checks its
+sites against the cohort's site registry, which would make this module and the cohort import each other.
 """
 
 from __future__ import annotations
@@ -254,6 +259,93 @@ class SpatialAugmentConfig:
         if not 0 <= self.elastic_magnitude_low <= self.elastic_magnitude_high:
             raise ConfigError("elastic_magnitude", "expected 0 <= elastic_magnitude_low <= elastic_magnitude_high, "
                               f"got {self.elastic_magnitude_low}, {self.elastic_magnitude_high}")
+
+
+# --- data: slices of volumes, BraTS ingestion ---
+
+AXES = {"axial": 0, "coronal": 1, "sagittal": 2}  # axes of an IPL volume
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceConfig:
+    """How volumes become slices.
+
+    Attributes:
+        size: side of the padded cube and of each slice (power of two: 256 for BraTS, 64 for the demo).
+        plane: ``coronal`` (slice along P, the method's intended axis), ``axial`` or ``sagittal``.
+        low, high: percentiles mapped to 0 and 1 (1 and 99 in the method).
+    """
+
+    size: int = 256
+    plane: str = "coronal"
+    low: float = 1.0
+    high: float = 99.0
+
+    def __post_init__(self) -> None:
+        if self.size < 8 or self.size & (self.size - 1):
+            raise ConfigError("slice size", f"expected a power of two >= 8, got {self.size}")
+        if self.plane not in AXES:
+            raise ConfigError("plane", f"expected one of {sorted(AXES)}, got {self.plane!r}")
+        if not 0 <= self.low < self.high <= 100:
+            raise ConfigError("percentiles", f"expected 0 <= low < high <= 100, got {self.low}, {self.high}")
+
+    @property
+    def axis(self) -> int:
+        return AXES[self.plane]
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    """Which sites become source and target, and how each is split."""
+
+    source: str = "CBICA"
+    target: str = "TCIA"
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    seed: int = 0
+    copy: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.source or not self.target or self.source.lower() == self.target.lower():
+            raise ConfigError("--source/--target", f"expected two different sites, got {self.source!r} and "
+                                                   f"{self.target!r}")
+        if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or sum(self.fractions) <= 0:
+            raise ConfigError("--fractions", f"expected 3 non-negative fractions, got {list(self.fractions)}")
+
+
+# --- tracking and guards ---
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    """Where runs go. ``uri=None`` disables tracking (every call becomes a no-op)."""
+
+    uri: str | None
+    experiment: str = "uda3d"
+    artifact_root: str | None = None
+    parent_run_id: str | None = None  # new runs are nested under it (the pipeline's run)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardConfig:
+    """Bounds of the guards.
+
+    Attributes:
+        max_source_drop: largest allowed fall of source-val PSNR below the starting model (dB).
+        max_intensity_drift: largest allowed relative change of the target outputs' mean and std
+            inside the brain, relative to the starting model's.
+        max_hf_rise: largest allowed relative rise of the target outputs' high-frequency energy.
+        max_background_rise: largest allowed rise of the mean |output| outside the brain ([0, 1] units).
+    """
+
+    max_source_drop: float = 0.2
+    max_intensity_drift: float = 0.1
+    max_hf_rise: float = 0.5
+    max_background_rise: float = 0.02
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("max_source_drop", "max_intensity_drift", "max_hf_rise", "max_background_rise"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"expected a non-negative bound, got {getattr(self, name)}")
 
 
 GENERATORS = ("sit", "unet")
@@ -566,3 +658,116 @@ class TTTConfig:
             raise ConfigError("ttt epochs", "expected epochs >= 1 and subject_steps >= 0")
         if self.seed < 0:
             raise ConfigError("seed", f"expected a non-negative integer, got {self.seed}")
+
+
+# --- the comparison of adaptation methods (``uda3d compare-methods``) ---
+
+@dataclasses.dataclass(frozen=True)
+class SignalSpec:
+    """A selection signal and the perturbation families it is built from (empty: none)."""
+
+    name: str
+    transforms: frozenset[str]
+
+
+def check_signal_independent(signal: SignalSpec, candidate_name: str,
+                             candidate_training_transforms: frozenset[str]) -> None:
+    """Raise ConfigError if the candidate trained on a perturbation family the signal is built from."""
+    shared = sorted(signal.transforms & candidate_training_transforms)
+    if shared:
+        raise ConfigError("selection signal",
+                          f"{signal.name!r} is built from the {', '.join(shared)} perturbation family that "
+                          f"candidate {candidate_name!r} trained on, so it would reward that training rather than "
+                          "target quality; judge this candidate with a signal built from other perturbations")
+
+
+# Every candidate the comparison can train, with the perturbation families it trains on (a selection
+# signal built from one of these may not judge it: ``uda3d.compare.signals``).
+CANDIDATES: dict[str, frozenset[str]] = {
+    "no_adaptation": frozenset({"standard"}),
+    "source_ft": frozenset({"standard"}),
+    "robust": frozenset({"standard", "intensity"}),
+    "robust_spatial": frozenset({"standard", "intensity", "spatial"}),
+    "ttt_joint": frozenset({"standard", "cross_contrast"}),
+    "ttt_site": frozenset({"standard", "cross_contrast"}),
+    "ttt_subject": frozenset({"standard", "cross_contrast"}),
+    "ttt_site+subject": frozenset({"standard", "cross_contrast"}),
+    "self_train": frozenset({"standard", "intensity"}),
+    "kl": frozenset({"standard"}),
+}
+REFERENCE_METHODS = ("no_adaptation", "source_ft", "supervised")
+DEFAULT_METHODS = ("robust", "robust_spatial", "ttt_joint", "ttt_site", "ttt_subject", "self_train", "kl")
+# Label-free selection signals: (name, perturbation families it is built from, lower is better).
+SIGNALS = (("kspace_source_mae", frozenset({"kspace"}), True),
+           ("aug_source_mae", frozenset({"intensity"}), True),
+           ("source_val_psnr", frozenset(), False),
+           ("held_out_aux_loss", frozenset(), True))
+# The signal ``uda`` is picked by: on the development cohort (site-a -> site-c, generator seed 11) the
+# source-val PSNR ranked 10 candidates by target PSNR with Spearman +0.85, the k-space-perturbed
+# source-val MAE -0.08 and the robust-augmented one -0.71 (wrong way: robust candidates game it);
+# benchmarks/results/dev_signals.md.
+SELECTION_SIGNAL = "source_val_psnr"
+# The rule when the signal is not trusted: a fixed method, the one that beat source_ft on the
+# development cohort site-c -> site-b (benchmarks/results/dev_sweep.md).
+FALLBACK_METHOD = "ttt_joint"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareConfig:
+    """What to compare, with which budgets (the benchmark passes the demo's small networks).
+
+    Attributes:
+        dataroot: the BraTS-layout root (domain1 source, domain2 target, both with T1 for scoring).
+        extra_dataroots: more target sites sharing ``dataroot``'s source splits (same subjects): the
+            source-side models are trained once and adapted to each target.
+        finetune_epochs: source epochs every source-side candidate gets on top of the backbone; the
+            control ``source_ft`` gets these plus the source steps the adaptations take beside theirs.
+        methods: candidates besides the references (``CANDIDATES``).
+        selection_signal: the label-free signal ``uda`` is picked by; ``fallback`` when it is unusable.
+        signal_usable: whether that signal reached Spearman >= 0.6 across candidates on the
+            development cohort (set from the development run; False uses ``fallback_method``).
+    """
+
+    dataroot: str
+    workdir: str
+    extra_dataroots: tuple[str, ...] = ()
+    seeds: int = 3
+    backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
+    finetune_epochs: int = 20
+    finetune_lr_factor: float = 0.5          # fine-tune lr = backbone lr x this
+    supervised_epochs: int = 20
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    vae: VAEConfig = dataclasses.field(default_factory=VAEConfig)
+    slice_size: int = 256
+    adapt: AdaptConfig = dataclasses.field(default_factory=AdaptConfig)
+    ttt: TTTConfig = dataclasses.field(default_factory=TTTConfig)
+    self_train: SelfTrainConfig = dataclasses.field(default_factory=SelfTrainConfig)
+    guards: GuardConfig = dataclasses.field(default_factory=lambda: GuardConfig(max_source_drop=0.5))
+    selection_signal: str = SELECTION_SIGNAL
+    signal_usable: bool = True
+    fallback_method: str = FALLBACK_METHOD
+    selection_copies: int = 2
+    preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=lambda: TrackingConfig(uri=None))
+    progress: bool = True
+    use_gpu: bool = False  # train and score on CUDA (in this process; the data stays in host memory)
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ConfigError("--seeds", f"expected a positive integer, got {self.seeds}")
+        if self.finetune_epochs < 1 or self.supervised_epochs < 1:
+            raise ConfigError("epochs", "fine-tune and supervised epochs must be positive")
+        unknown = [m for m in self.methods if m not in CANDIDATES or m in REFERENCE_METHODS]
+        if unknown:
+            raise ConfigError("--methods", f"unknown method {unknown[0]!r}; expected some of "
+                                           f"{[m for m in CANDIDATES if m not in REFERENCE_METHODS]}")
+        if self.selection_signal not in {name for name, _, _ in SIGNALS}:
+            raise ConfigError("--selection-signal", f"expected one of {[n for n, _, _ in SIGNALS]}, "
+                                                    f"got {self.selection_signal!r}")
+        if self.signal_usable:  # a signal may not pick among candidates trained on its perturbations
+            families = next(f for name, f, _ in SIGNALS if name == self.selection_signal)
+            for method in ("no_adaptation", *self.methods):
+                check_signal_independent(SignalSpec(self.selection_signal, families), method, CANDIDATES[method])
+        if self.fallback_method not in CANDIDATES:
+            raise ConfigError("--fallback-method", f"expected one of {sorted(CANDIDATES)}, got "
+                                                   f"{self.fallback_method!r}")

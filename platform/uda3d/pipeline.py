@@ -31,21 +31,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uda3d.adaptation.guards import GuardConfig
 from uda3d.config import (
     JOINT_AUX_WEIGHT,
     AdaptConfig,
     BackboneConfig,
+    GuardConfig,
     HarmoniserConfig,
     PreprocessConfig,
     ScalingOptions,
+    TrackingConfig,
     VAEConfig,
 )
 from uda3d.data.layout import discover
 from uda3d.inference import resolve_device
 from uda3d.io.tables import write_json
 from uda3d.root_plan import SCORE_SPLIT, RootPlan, plan_root
-from uda3d.tracking import TrackingConfig
 
 METHODS = ("no_adaptation", "source_ft", "uda", "method_kl", "supervised")
 BASELINE, CONTROL = "no_adaptation", "source_ft"
@@ -159,8 +159,8 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
 def train_models(config: PipelineConfig, plan: RootPlan, ledger, tracking: TrackingConfig) -> dict[str, dict]:
     """Every training stage through the ledger: backbone, its fine-tunes, VAE, KL adaptation, harmoniser, bound."""
     from uda3d.adaptation.run import AdaptRun, run_adapt
+    from uda3d.config import SliceConfig
     from uda3d.data.slice_store import write_slice_store
-    from uda3d.data.slices import SliceConfig
     from uda3d.training.backbone_run import BackboneRun, run_backbone
     from uda3d.training.vae_run import VAERun, run_vae
 

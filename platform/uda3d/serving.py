@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pydantic
 
-from uda3d.tracking import TrackingConfig
+from uda3d.config import TrackingConfig
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 CODE_FILE = Path(__file__).with_name("serving_model.py")

@@ -16,18 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from uda3d.config import TrackingConfig
+
 ENV_URI = "MLFLOW_TRACKING_URI"
 PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    """Where runs go. ``uri=None`` disables tracking (every call becomes a no-op)."""
-
-    uri: str | None
-    experiment: str = "uda3d"
-    artifact_root: str | None = None
-    parent_run_id: str | None = None  # new runs are nested under it (the pipeline's run)
 
 
 def resolve_tracking(workdir: str | Path, experiment: str, uri: str | None = None) -> TrackingConfig:

@@ -45,9 +45,8 @@ def test_adapt_with_a_destructive_lr_keeps_a_safe_model(local_ray, tiny_cohort, 
 
 def test_adaptation_resumes_from_its_last_epoch_checkpoint(local_ray, tiny_cohort, tiny_trained, tmp_path):
     """The restore path a restarted worker group takes: checkpoint -> backbone, guard history, MLflow run."""
-    from uda3d.adaptation.guards import GuardConfig
     from uda3d.adaptation.run import AdaptRun, run_adapt
-    from uda3d.config import AdaptConfig
+    from uda3d.config import AdaptConfig, GuardConfig
     from uda3d.tracking import resolve_tracking
 
     backbone, vae = tiny_trained

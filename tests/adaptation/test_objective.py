@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from uda3d.adaptation.guards import EpochRecord, GuardConfig, choose_checkpoint, violation
+from uda3d.adaptation.guards import EpochRecord, choose_checkpoint, violation
 from uda3d.adaptation.objective import (
     kth_percentile,
     latent_alignment_loss,
     order_for_slicing,
     top_percent_mean,
 )
+from uda3d.config import GuardConfig
 from uda3d.errors import ConfigError
 from uda3d.losses.kl import gaussian_kl
 

@@ -9,12 +9,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from uda3d.adaptation.guards import GuardConfig
 from uda3d.adaptation.trainer import AdaptTrainer, fit_adapt
-from uda3d.config import AdaptConfig, BackboneConfig, PreprocessConfig, VAEConfig
+from uda3d.config import AdaptConfig, BackboneConfig, GuardConfig, PreprocessConfig, SliceConfig, VAEConfig
 from uda3d.data.datasets import paired_dataset, unpaired_dataset
 from uda3d.data.layout import discover
-from uda3d.data.slices import SliceConfig, volume_to_slices
+from uda3d.data.slices import volume_to_slices
 from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
 from uda3d.training.vae import VAETrainer, fit_vae
 

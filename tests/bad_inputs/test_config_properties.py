@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from uda3d.adaptation.guards import GuardConfig
 from uda3d.config import (
     AdaptConfig,
     BackboneConfig,
+    GuardConfig,
     HarmoniserConfig,
     PreprocessConfig,
     RobustAugmentConfig,

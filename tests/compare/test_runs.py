@@ -8,8 +8,9 @@ import math
 import pytest
 
 from uda3d.compare.runs import compare_runs, markdown, ranked, runs_table, varying_params
+from uda3d.config import TrackingConfig
 from uda3d.errors import ConfigError
-from uda3d.tracking import RunRecord, Tracker, TrackingConfig
+from uda3d.tracking import RunRecord, Tracker
 
 
 def _run(i: int, lr: str, psnr: float | None, **extra) -> RunRecord:

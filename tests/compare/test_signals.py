@@ -7,14 +7,8 @@ import math
 import pytest
 from scipy.stats import spearmanr
 
-from uda3d.compare.signals import (
-    SignalRecord,
-    SignalSpec,
-    across_candidate_spearman,
-    check_signal_independent,
-    eligible_signals,
-    usable,
-)
+from uda3d.compare.signals import SignalRecord, across_candidate_spearman, eligible_signals, usable
+from uda3d.config import SignalSpec, check_signal_independent
 from uda3d.errors import ConfigError
 
 VALUES = [0.10, 0.12, 0.09, 0.20, 0.15, 0.11, 0.30, 0.08, 0.14]

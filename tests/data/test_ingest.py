@@ -8,7 +8,8 @@ import pytest
 
 from tests.helpers import fake_brats_release
 from uda3d.cli import main
-from uda3d.data.ingest import IngestConfig, ingest_brats, institution_of, split_ids
+from uda3d.config import IngestConfig
+from uda3d.data.ingest import ingest_brats, institution_of, split_ids
 from uda3d.data.layout import discover
 from uda3d.errors import ConfigError, DataError
 

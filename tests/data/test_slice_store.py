@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from uda3d.cli import main
-from uda3d.config import PreprocessConfig
+from uda3d.config import PreprocessConfig, SliceConfig
 from uda3d.data.layout import discover
 from uda3d.data.preprocess import load_subject
 from uda3d.data.slice_store import open_slice_store, rank_volumes, read_slices, steps_per_epoch, write_slice_store
-from uda3d.data.slices import SliceConfig, pad_to_cube, percentile, volume_to_slices
+from uda3d.data.slices import pad_to_cube, percentile, volume_to_slices
 from uda3d.errors import ConfigError, DataError
 
 SPLITS = ("domain1_train", "domain1_val")

@@ -12,8 +12,7 @@ import dataclasses
 import torch
 
 from uda3d.adaptation.trainer import AdaptTrainer
-from uda3d.config import AdaptConfig, BackboneConfig
-from uda3d.data.slices import SliceConfig
+from uda3d.config import AdaptConfig, BackboneConfig, SliceConfig
 from uda3d.models.blocks import set_checkpointing
 from uda3d.models.patchgan import PatchDiscriminator3D
 from uda3d.models.sit import SITGenerator

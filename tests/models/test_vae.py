@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from uda3d.data.slices import SliceConfig, volume_to_slices
+from uda3d.config import SliceConfig
+from uda3d.data.slices import volume_to_slices
 from uda3d.models.vae2d import SliceVAE, VolumeEncoder, n_blocks
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from uda3d.tracking import TrackingConfig
+from uda3d.config import TrackingConfig
 from uda3d.training.ray_runtime import RUN_ID_FILE, start_tracking
 
 

@@ -22,32 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from uda3d.config import check_fields
-from uda3d.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class GuardConfig:
-    """Bounds of the guards.
-
-    Attributes:
-        max_source_drop: largest allowed fall of source-val PSNR below the starting model (dB).
-        max_intensity_drift: largest allowed relative change of the target outputs' mean and std
-            inside the brain, relative to the starting model's.
-        max_hf_rise: largest allowed relative rise of the target outputs' high-frequency energy.
-        max_background_rise: largest allowed rise of the mean |output| outside the brain ([0, 1] units).
-    """
-
-    max_source_drop: float = 0.2
-    max_intensity_drift: float = 0.1
-    max_hf_rise: float = 0.5
-    max_background_rise: float = 0.02
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        for name in ("max_source_drop", "max_intensity_drift", "max_hf_rise", "max_background_rise"):
-            if getattr(self, name) < 0:
-                raise ConfigError(name, f"expected a non-negative bound, got {getattr(self, name)}")
+from uda3d.config import GuardConfig
 
 
 @dataclass(frozen=True)

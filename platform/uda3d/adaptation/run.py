@@ -21,12 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uda3d.adaptation.guards import GuardConfig
-from uda3d.config import AdaptConfig, PreprocessConfig, ScalingOptions, from_dict
+from uda3d.config import AdaptConfig, GuardConfig, PreprocessConfig, ScalingOptions, TrackingConfig, from_dict
 from uda3d.data.layout import discover
 from uda3d.data.prepare import preprocess_root
 from uda3d.errors import DataError
-from uda3d.tracking import TrackingConfig, ensure_experiment, git_commit
+from uda3d.tracking import ensure_experiment, git_commit
 from uda3d.training.checkpoint import load_state
 from uda3d.training.ray_runtime import TrainResult
 
@@ -121,10 +120,9 @@ def adapt_worker(payload: dict[str, Any]) -> None:
     from torch.utils.data import DataLoader
 
     from uda3d.adaptation.trainer import AdaptProgress, AdaptTrainer, fit_adapt
-    from uda3d.config import BackboneConfig, VAEConfig
+    from uda3d.config import BackboneConfig, SliceConfig, VAEConfig
     from uda3d.data.datasets import input_dataset, paired_dataset
     from uda3d.data.slice_store import steps_per_epoch
-    from uda3d.data.slices import SliceConfig
     from uda3d.evaluation import evaluate_generator
     from uda3d.io.atomic import atomic_dir
     from uda3d.metrics.summary import spearman

@@ -40,9 +40,17 @@ from typing import Any
 
 import torch
 
-from uda3d.compare.config import CANDIDATES, SIGNALS, CompareConfig
 from uda3d.compare.table import BASELINE, CONTROL, UPPER, MethodResult, summarise_methods
-from uda3d.config import JOINT_AUX_WEIGHT, AdaptConfig, BackboneConfig, PreprocessConfig, VAEConfig
+from uda3d.config import (
+    CANDIDATES,
+    JOINT_AUX_WEIGHT,
+    SIGNALS,
+    AdaptConfig,
+    BackboneConfig,
+    CompareConfig,
+    PreprocessConfig,
+    VAEConfig,
+)
 from uda3d.data.layout import discover
 from uda3d.errors import DataError
 
@@ -133,7 +141,8 @@ def fine_tune(data: Data, start: dict, config: BackboneConfig, split: str, epoch
 
 def train_vae_in_process(data: Data, config: VAEConfig, slice_size: int, device: torch.device = CPU):
     """The slice VAE on source-training T1 slices, one volume per batch (as ``uda3d train-vae``)."""
-    from uda3d.data.slices import SliceConfig, volume_to_slices
+    from uda3d.config import SliceConfig
+    from uda3d.data.slices import volume_to_slices
     from uda3d.training.vae import VAETrainer, fit_vae
 
     slice_config = SliceConfig(size=slice_size)
@@ -396,7 +405,8 @@ def pick_uda(results: list[MethodResult], config: CompareConfig) -> list[dict[st
 
 def signal_validity(records: list[dict[str, Any]], config: CompareConfig) -> dict[str, dict[str, Any]]:
     """Each signal's Spearman with oracle target PSNR across candidates x seeds x sites, and eligibility."""
-    from uda3d.compare.signals import SignalRecord, SignalSpec, across_candidate_spearman, excluded_candidates, usable
+    from uda3d.compare.signals import SignalRecord, across_candidate_spearman, excluded_candidates, usable
+    from uda3d.config import SignalSpec
 
     candidates = {m: CANDIDATES[m] for m in {r["method"] for r in records} if m in CANDIDATES}
     out = {}

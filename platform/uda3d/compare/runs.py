@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from uda3d.config import TrackingConfig
 from uda3d.errors import ConfigError
-from uda3d.tracking import RunRecord, TrackingConfig
+from uda3d.tracking import RunRecord
 
 DEFAULT_METRICS = ("objective", "augmented_source_mae", "source_val_psnr", "val_psnr", "target_test_psnr",
                    "eval_target_test_psnr", "target_test_ssim", "eval_target_test_ssim", "target_test_mae",

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from uda3d.errors import ConfigError
+from uda3d.config import SignalSpec
 
 USEFUL_RHO = 0.6
 
@@ -32,14 +32,6 @@ class SignalRecord:
     config: str
     value: float
     oracle_psnr: float
-
-
-@dataclass(frozen=True)
-class SignalSpec:
-    """A selection signal and the perturbation families it is built from (empty: none)."""
-
-    name: str
-    transforms: frozenset[str]
 
 
 def across_candidate_spearman(records: Sequence[SignalRecord], lower_is_better: bool = True) -> dict[str, Any]:
@@ -67,17 +59,6 @@ def usable(result: Mapping[str, Any], threshold: float = USEFUL_RHO) -> bool:
     """Whether the oriented rank correlation is strong enough to trust the signal for selection."""
     rho = result["rho_oriented"]
     return bool(math.isfinite(rho) and rho >= threshold)
-
-
-def check_signal_independent(signal: SignalSpec, candidate_name: str,
-                             candidate_training_transforms: frozenset[str]) -> None:
-    """Raise ConfigError if the candidate trained on a perturbation family the signal is built from."""
-    shared = sorted(signal.transforms & candidate_training_transforms)
-    if shared:
-        raise ConfigError("selection signal",
-                          f"{signal.name!r} is built from the {', '.join(shared)} perturbation family that "
-                          f"candidate {candidate_name!r} trained on, so it would reward that training rather than "
-                          "target quality; judge this candidate with a signal built from other perturbations")
 
 
 def excluded_candidates(signal: SignalSpec, candidates: Mapping[str, frozenset[str]]) -> list[str]:

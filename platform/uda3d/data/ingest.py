@@ -15,35 +15,17 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from uda3d.config import IngestConfig
 from uda3d.data.layout import modality_of
-from uda3d.errors import ConfigError, DataError
+from uda3d.errors import DataError
 from uda3d.io.atomic import atomic_dir, atomic_file
 
 _INSTITUTION = re.compile(r"^BraTS\d{2}_(?P<site>[A-Za-z]+\d*|\d{4})_", re.IGNORECASE)
 PHASES = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """Which sites become source and target, and how each is split."""
-
-    source: str = "CBICA"
-    target: str = "TCIA"
-    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    seed: int = 0
-    copy: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.source or not self.target or self.source.lower() == self.target.lower():
-            raise ConfigError("--source/--target", f"expected two different sites, got {self.source!r} and "
-                                                   f"{self.target!r}")
-        if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or sum(self.fractions) <= 0:
-            raise ConfigError("--fractions", f"expected 3 non-negative fractions, got {list(self.fractions)}")
 
 
 def institution_of(subject_id: str) -> str | None:

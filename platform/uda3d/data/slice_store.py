@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from uda3d.config import PreprocessConfig, from_dict
+from uda3d.config import PreprocessConfig, SliceConfig, from_dict
 from uda3d.data.layout import discover
 from uda3d.data.preprocess import load_subject
-from uda3d.data.slices import SliceConfig, volume_to_slices
+from uda3d.data.slices import volume_to_slices
 from uda3d.errors import DataError
 from uda3d.io.atomic import atomic_dir, atomic_file
 

@@ -11,42 +11,10 @@ adaptation's volume encoder all call ``volume_to_slices``, so they cannot disagr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from uda3d.errors import ConfigError
-
-AXES = {"axial": 0, "coronal": 1, "sagittal": 2}  # axes of an IPL volume
-
-
-@dataclass(frozen=True)
-class SliceConfig:
-    """How volumes become slices.
-
-    Attributes:
-        size: side of the padded cube and of each slice (power of two: 256 for BraTS, 64 for the demo).
-        plane: ``coronal`` (slice along P, the method's intended axis), ``axial`` or ``sagittal``.
-        low, high: percentiles mapped to 0 and 1 (1 and 99 in the method).
-    """
-
-    size: int = 256
-    plane: str = "coronal"
-    low: float = 1.0
-    high: float = 99.0
-
-    def __post_init__(self) -> None:
-        if self.size < 8 or self.size & (self.size - 1):
-            raise ConfigError("slice size", f"expected a power of two >= 8, got {self.size}")
-        if self.plane not in AXES:
-            raise ConfigError("plane", f"expected one of {sorted(AXES)}, got {self.plane!r}")
-        if not 0 <= self.low < self.high <= 100:
-            raise ConfigError("percentiles", f"expected 0 <= low < high <= 100, got {self.low}, {self.high}")
-
-    @property
-    def axis(self) -> int:
-        return AXES[self.plane]
+from uda3d.config import SliceConfig
 
 
 def percentile(x: torch.Tensor, q: float) -> torch.Tensor:

@@ -19,7 +19,8 @@ import math
 import torch
 from torch import nn
 
-from uda3d.data.slices import SliceConfig, volume_to_slices
+from uda3d.config import SliceConfig
+from uda3d.data.slices import volume_to_slices
 from uda3d.models.blocks import checkpointed, conv_block
 
 LEAKY = ("leakyrelu", {"negative_slope": 0.2})

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uda3d.config import BackboneConfig, PreprocessConfig, ScalingOptions, from_dict
+from uda3d.config import BackboneConfig, PreprocessConfig, ScalingOptions, TrackingConfig, from_dict
 from uda3d.data.layout import discover, fingerprint
 from uda3d.data.prepare import preprocess_root
 from uda3d.errors import DataError
-from uda3d.tracking import Tracker, TrackingConfig, ensure_experiment, git_commit
+from uda3d.tracking import Tracker, ensure_experiment, git_commit
 from uda3d.training.ray_runtime import TrainResult
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uda3d.config import ScalingOptions, VAEConfig, from_dict
+from uda3d.config import ScalingOptions, TrackingConfig, VAEConfig, from_dict
 from uda3d.data.slice_store import SliceStore, open_slice_store, rank_volumes, steps_per_epoch
 from uda3d.errors import DataError
 from uda3d.progress import is_terminal
-from uda3d.tracking import TrackingConfig, ensure_experiment, git_commit
+from uda3d.tracking import ensure_experiment, git_commit
 from uda3d.training.ray_runtime import TrainResult
 
 RECON_FIGURE, PRIOR_FIGURE = "reconstructions.png", "prior_samples.png"

@@ -26,12 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uda3d.adaptation.guards import GuardConfig
-from uda3d.config import AdaptConfig, PreprocessConfig
+from uda3d.config import AdaptConfig, GuardConfig, PreprocessConfig, TrackingConfig
 from uda3d.data.layout import discover
 from uda3d.errors import ConfigError
 from uda3d.io.atomic import atomic_file
-from uda3d.tracking import TrackingConfig
 from uda3d.tuning.space import SearchSpace
 
 TUNE_SPLITS = ("domain1_train", "domain1_val", "domain2_val", "domain2_test")
@@ -73,8 +71,7 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     from uda3d.adaptation.selection import augmented_source_error, augmented_source_set
     from uda3d.adaptation.trainer import AdaptProgress, AdaptTrainer, fit_adapt
     from uda3d.compare.run import _trainer, load_data, score
-    from uda3d.config import BackboneConfig, VAEConfig, from_dict
-    from uda3d.data.slices import SliceConfig
+    from uda3d.config import BackboneConfig, SliceConfig, VAEConfig, from_dict
     from uda3d.models.vae2d import SliceVAE
     from uda3d.tracking import Tracker
     from uda3d.training.checkpoint import inference_meta, load_state, save_state
