@@ -84,7 +84,7 @@ def test_the_pipelines_comparison_figure_has_one_colour_bar_for_its_difference_m
 
     import uda3d.viz
     from uda3d.config import PreprocessConfig
-    from uda3d.evaluation import comparison_figure
+    from uda3d.viz import comparison_figure
 
     drawn = []
     real_save = uda3d.viz.save_figure

@@ -92,8 +92,7 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu",
                crop_shape: tuple[int, int, int] | None = None, normalisation: str | None = None,
                crop: str | None = None, spacing: tuple[float, float, float] | None = None) -> InferenceModel:
     """The generator of ``checkpoint`` (with its harmoniser, if any) and its stored preprocessing."""
-    from uda3d.evaluation import load_generator
-    from uda3d.training.checkpoint import load_state
+    from uda3d.training.checkpoint import load_generator, load_state
 
     device = torch.device(device)
     state = load_state(checkpoint)

@@ -261,8 +261,9 @@ def synthesize_targets(checkpoint: str, plan: RootPlan, config: PipelineConfig,
 def quality_vs_psnr(checkpoint: str, plan: RootPlan, config: PipelineConfig,
                     synthesis: dict[str, Any]) -> dict[str, Any]:
     """Spearman of each label-free quality estimate with uda's true per-subject PSNR (target T1 read here only)."""
-    from uda3d.evaluation import evaluate_generator, load_generator
+    from uda3d.evaluation import evaluate_generator
     from uda3d.metrics.summary import spearman
+    from uda3d.training.checkpoint import load_generator
 
     generator = load_generator(checkpoint, resolve_device(config.device))
     psnr = {}
@@ -345,7 +346,8 @@ def select_uda(candidates: dict[str, str], config: PipelineConfig) -> dict[str, 
         choose_by_source_psnr,
     )
     from uda3d.data.datasets import paired_dataset
-    from uda3d.evaluation import evaluate_generator, load_generator
+    from uda3d.evaluation import evaluate_generator
+    from uda3d.training.checkpoint import load_generator
 
     val = paired_dataset(discover(config.dataroot, ("domain1_val",))["domain1_val"], config.preprocess,
                          Path(config.workdir) / "cache")
@@ -364,8 +366,10 @@ def select_uda(candidates: dict[str, str], config: PipelineConfig) -> dict[str, 
 def evaluate_methods(models: dict[str, str], dataroot: str | Path, split: str, preprocess: PreprocessConfig,
                      workdir: str | Path, device: str | Any = "cpu") -> dict[str, Any]:
     """Score each checkpoint on ``split``: means, summaries, paired Wilcoxon vs no adaptation, CSV and figure."""
-    from uda3d.evaluation import comparison_figure, evaluate_generator, load_generator
+    from uda3d.evaluation import evaluate_generator
     from uda3d.metrics.summary import paired_wilcoxon, summarise, write_per_subject_csv
+    from uda3d.training.checkpoint import load_generator
+    from uda3d.viz import comparison_figure
 
     workdir = Path(workdir)
     generators = {name: load_generator(path, device) for name, path in models.items()}

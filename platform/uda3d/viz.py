@@ -10,11 +10,16 @@ come from ``metric_label`` / ``param_label``: words with units, not the raw keys
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from uda3d.io.atomic import atomic_file
+
+if TYPE_CHECKING:
+    import torch
+
+    from uda3d.config import PreprocessConfig
 
 FIGURE_DPI = 200
 
@@ -147,3 +152,61 @@ def slice_grid(path: str | Path, rows: list[np.ndarray], labels: list[str], titl
             if c == 0:
                 ax.set_ylabel(label)
     return save_figure(fig, path, title)
+
+
+def comparison_figure(path: str | Path, dataroot: str | Path, split: str, generators: dict[str, torch.nn.Module],
+                      preprocess: PreprocessConfig, cache_dir: str | Path | None = None, subjects: int = 2) -> Path:
+    """PNG like the method's figure: per subject, inputs, truth, each model's output and its |difference|.
+
+    Every difference map shares one scale, shown by one colour bar.
+
+    Args:
+        path: the PNG to write.
+        dataroot: the BraTS-layout root; ``split`` is read from it (subjects with a T1 only).
+        generators: the models to show, by column title.
+        preprocess, cache_dir: how volumes become network inputs, and where the preprocessed ones are cached.
+        subjects: rows (the first subjects of ``split`` by id).
+
+    Returns:
+        The written path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from uda3d.data.datasets import paired_dataset
+    from uda3d.data.layout import discover
+
+    found = [s for s in discover(dataroot, (split,))[split] if s.has_target][:subjects]
+    dataset = paired_dataset(found, preprocess, cache_dir)
+    names = list(generators)
+    cols = 3 + 2 * len(names)
+    size = (1.9 * cols + 1.0, max(2.1 * len(dataset), 2.6))  # room for the colour bar and its label
+    fig, axes = plt.subplots(len(dataset), cols, figsize=size, squeeze=False, layout="constrained")
+    difference = None
+    for r in range(len(dataset)):
+        item = dataset[r]
+        mid = item["input"].shape[1] // 2
+        panels = [("T2", item["input"][0, mid], "gray", 1.0), ("FLAIR", item["input"][1, mid], "gray", 1.0),
+                  ("T1 true", item["target"][0, mid], "gray", 1.0)]
+        with torch.no_grad():
+            for name in names:
+                g = generators[name]
+                out = g(item["input"][None].to(next(g.parameters()).device))[0, 0].float().cpu()
+                panels.append((name, out[mid], "gray", 1.0))
+                panels.append((f"|{name} - true|", (out[mid] - item["target"][0, mid]).abs(), "magma", 0.5))
+        for c, (title, image, cmap, vmax) in enumerate(panels):
+            ax = axes[r, c]
+            shown = ax.imshow(image.numpy(), cmap=cmap, vmin=0, vmax=vmax)
+            difference = shown if cmap == "magma" else difference
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(item["id"], fontsize=8)
+    if difference is not None:
+        fig.colorbar(difference, ax=axes.ravel().tolist(), shrink=0.8, label="|output - true|")
+    return save_figure(fig, path, f"{split}: mid-axial slices")

@@ -8,16 +8,13 @@ import torch
 from torch import nn
 
 from uda3d.adaptation.input_maps import (
-    HarmoniserConfig,
-    HistogramMatch,
-    InputMapped,
-    MonotoneHarmoniser,
-    brain_quantiles,
     fit_harmoniser,
     pooled_source_quantiles,
     reestimate_norm_statistics,
     sliced_wasserstein,
 )
+from uda3d.config import HarmoniserConfig
+from uda3d.models.harmoniser import HistogramMatch, InputMapped, MonotoneHarmoniser, brain_quantiles
 
 
 def test_sliced_wasserstein_in_one_dimension_is_scipys_wasserstein_distance():
@@ -126,9 +123,8 @@ def test_a_checkpoint_with_a_harmoniser_loads_as_harmoniser_then_generator(tmp_p
     from dataclasses import asdict
 
     from uda3d.config import BackboneConfig
-    from uda3d.evaluation import load_generator
     from uda3d.models.factory import build_generator
-    from uda3d.training.checkpoint import save_state
+    from uda3d.training.checkpoint import load_generator, save_state
 
     config = BackboneConfig(ngf=4)
     generator = build_generator(config).eval()

@@ -142,8 +142,7 @@ def test_joint_training_lowers_the_auxiliary_loss_on_the_source():
 
 
 def test_joint_checkpoint_round_trip_and_a_plain_backbone_growing_the_head(tmp_path):
-    from uda3d.evaluation import load_generator
-    from uda3d.training.checkpoint import save_state
+    from uda3d.training.checkpoint import load_generator, save_state
 
     trainer = Pix2PixTrainer(JOINT, torch.device("cpu"))
     trainer.train_step(_pair(0))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from uda3d.data.robust_augment import RobustAugmentConfig, apply_curve, monotone_curve, robust_augment
+from uda3d.curves import apply_curve
+from uda3d.data.robust_augment import RobustAugmentConfig, monotone_curve, robust_augment
 from uda3d.errors import ConfigError
 
 

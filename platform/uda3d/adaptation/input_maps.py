@@ -1,18 +1,17 @@
-"""Input-side adaptation: monotone per-modality intensity maps in front of a frozen generator.
+"""Input-side adaptation: fitting the input harmonisers (``uda3d.models.harmoniser``) and AdaBN.
 
 docs/method.md section 8 found that when the site shift lives in the inputs (contrast, bias, noise,
-blur of FLAIR/T2) the cheap input-side fixes were the only adaptations that helped. Three live here,
-all as per-modality *monotone* piecewise-linear maps (so tissue order is never inverted and the
-background, 0, stays 0), reusing ``uda3d.data.robust_augment.apply_curve``:
+blur of FLAIR/T2) the cheap input-side fixes were the only adaptations that helped. The maps
+themselves (``HistogramMatch``, ``MonotoneHarmoniser``, ``InputMapped``) are networks and live with
+the models; what needs data lives here:
 
-- ``HistogramMatch``: each target volume's brain histogram, per modality, mapped onto the pooled
-  source histogram (quantile mapping at ``levels`` quantiles, as histogram matching does; scikit-image's
-  ``match_histograms`` is the reference in the tests, but it matches whole images, not brain voxels).
-- ``MonotoneHarmoniser``: a learned curve per modality (``knots`` parameters each: softmax increments,
-  so it is increasing by construction and the identity at initialisation), fitted with
-  ``fit_harmoniser`` by minimising the sliced Wasserstein distance between harmonised target brain
-  voxels and source brain voxels (joint (T2, FLAIR) distribution), no labels involved.
-- ``InputMapped``: the frozen generator behind any such map, usable wherever a generator is.
+- ``pooled_source_quantiles``: the source histogram ``HistogramMatch`` maps target volumes onto
+  (scikit-image's ``match_histograms`` is the reference in the tests, but it matches whole images,
+  not brain voxels).
+- ``fit_harmoniser``: fits a ``MonotoneHarmoniser`` by minimising the sliced Wasserstein distance
+  between harmonised target brain voxels and source brain voxels (joint (T2, FLAIR) distribution),
+  no labels involved.
+- ``reestimate_norm_statistics``: AdaBN.
 
 ``sliced_wasserstein`` is a pure function: the mean over random unit directions of the 1-D
 Wasserstein-1 distance between the projected samples, taken between their quantile functions.
@@ -26,13 +25,8 @@ import torch
 from torch import nn
 
 from uda3d.config import HarmoniserConfig
-from uda3d.data.robust_augment import apply_curve
-from uda3d.errors import ConfigError
-
-
-def brain_mask(inputs: torch.Tensor) -> torch.Tensor:
-    """Voxels where any input channel is non-zero: (B, C, D, H, W) -> (B, D, H, W), as preprocessing leaves them."""
-    return (inputs > 0).any(dim=1)
+from uda3d.curves import apply_curve
+from uda3d.models.harmoniser import MonotoneHarmoniser, brain_mask
 
 
 def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, projections: int, generator: torch.Generator,
@@ -53,11 +47,6 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, projections: int, gener
     return (qx - qy).abs().mean()
 
 
-def brain_quantiles(volume: torch.Tensor, mask: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Quantiles of each channel's brain voxels: (C, D, H, W) -> (C, len(levels))."""
-    return torch.stack([torch.quantile(channel[mask].float(), levels) for channel in volume])
-
-
 def pooled_source_quantiles(volumes: Sequence[torch.Tensor], levels: int = 64) -> torch.Tensor:
     """Per-channel quantiles of all source brain voxels pooled: list of (C, D, H, W) -> (C, levels)."""
     q = torch.linspace(0.0, 1.0, levels)
@@ -67,68 +56,6 @@ def pooled_source_quantiles(volumes: Sequence[torch.Tensor], levels: int = 64) -
         step = max(1, voxels.numel() // 2_000_000)  # torch.quantile's input limit
         per_channel.append(torch.quantile(voxels.sort().values[::step], q))
     return torch.stack(per_channel)
-
-
-def _strictly_increasing(knots: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Tied quantiles (flat histograms) nudged apart so a piecewise-linear map is defined."""
-    steps = torch.arange(knots.numel(), dtype=knots.dtype, device=knots.device) * eps
-    return torch.cummax(knots + steps, dim=0).values
-
-
-class HistogramMatch(nn.Module):
-    """Map each volume's per-modality brain quantiles onto fixed reference (source) quantiles."""
-
-    def __init__(self, reference: torch.Tensor) -> None:
-        super().__init__()
-        if reference.ndim != 2 or reference.shape[1] < 2:
-            raise ValueError(f"expected (C, levels >= 2) reference quantiles, got {tuple(reference.shape)}")
-        self.register_buffer("reference", reference.float())
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        levels = torch.linspace(0.0, 1.0, self.reference.shape[1], device=inputs.device)
-        masks = brain_mask(inputs)
-        out = torch.zeros_like(inputs)
-        for b in range(inputs.shape[0]):
-            own = brain_quantiles(inputs[b], masks[b], levels)
-            for c in range(inputs.shape[1]):
-                curve = (_strictly_increasing(own[c]), self.reference[c])
-                mapped = apply_curve(inputs[b, c], curve)
-                out[b, c] = torch.where(masks[b], mapped, torch.zeros_like(mapped))
-        return out
-
-
-class MonotoneHarmoniser(nn.Module):
-    """A learned increasing map of [0, 1] onto [0, 1] per input channel (identity at initialisation)."""
-
-    def __init__(self, channels: int = 2, knots: int = 8) -> None:
-        super().__init__()
-        if knots < 2:
-            raise ConfigError("harmoniser knots", f"expected >= 2, got {knots}")
-        self.register_buffer("x_knots", torch.linspace(0.0, 1.0, knots))
-        self.logits = nn.Parameter(torch.zeros(channels, knots - 1))
-
-    def y_knots(self) -> torch.Tensor:
-        """(C, knots) increasing values from 0 to 1 (softmax increments keep it monotone)."""
-        steps = torch.softmax(self.logits, dim=1)
-        return torch.cat([torch.zeros_like(steps[:, :1]), steps.cumsum(1)], dim=1)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        y = self.y_knots()
-        mask = brain_mask(inputs)
-        mapped = torch.stack([apply_curve(inputs[:, c], (self.x_knots, y[c])) for c in range(inputs.shape[1])], 1)
-        return torch.where(mask[:, None], mapped, torch.zeros_like(mapped))
-
-
-class InputMapped(nn.Module):
-    """``generator(input_map(x))``: a frozen generator behind an input map, used like any generator."""
-
-    def __init__(self, input_map: nn.Module, generator: nn.Module) -> None:
-        super().__init__()
-        self.input_map = input_map
-        self.generator = generator
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.generator(self.input_map(inputs))
 
 
 def brain_voxels(volumes: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -187,5 +114,4 @@ def reestimate_norm_statistics(model: nn.Module, batches: Sequence[torch.Tensor]
     return len(layers)
 
 
-__all__ = ["HarmoniserConfig", "HistogramMatch", "InputMapped", "MonotoneHarmoniser", "fit_harmoniser",
-           "pooled_source_quantiles", "reestimate_norm_statistics", "sliced_wasserstein"]
+__all__ = ["fit_harmoniser", "pooled_source_quantiles", "reestimate_norm_statistics", "sliced_wasserstein"]

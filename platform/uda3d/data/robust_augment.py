@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from uda3d.config import RobustAugmentConfig
+from uda3d.curves import apply_curve
 from uda3d.data.monai_random import apply_seeded
 
 
@@ -27,15 +28,6 @@ def monotone_curve(rng: np.random.Generator, knots: int) -> tuple[np.ndarray, np
     steps = rng.dirichlet(np.ones(knots - 1))
     y = np.concatenate([[0.0], np.cumsum(steps)])
     return x, y / y[-1]
-
-
-def apply_curve(values: torch.Tensor, curve: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
-    """Map ``values`` in [0, 1] through a monotone piecewise-linear curve (order-preserving)."""
-    x, y = (torch.as_tensor(a, dtype=values.dtype, device=values.device) for a in curve)
-    v = values.clamp(0.0, 1.0)
-    idx = torch.bucketize(v, x[1:-1])                # segment of each value
-    x0, x1, y0, y1 = x[idx], x[idx + 1], y[idx], y[idx + 1]
-    return y0 + (v - x0) * (y1 - y0) / (x1 - x0)
 
 
 def rescale_in_mask(channel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -90,5 +82,5 @@ def robust_augment(inputs: torch.Tensor, generator: torch.Generator,
     return torch.stack(out).to(inputs.dtype)
 
 
-__all__ = ["RobustAugmentConfig", "apply_curve", "intensity_transforms", "monotone_curve", "rescale_in_mask",
+__all__ = ["RobustAugmentConfig", "intensity_transforms", "monotone_curve", "rescale_in_mask",
            "robust_augment"]

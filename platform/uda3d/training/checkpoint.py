@@ -1,4 +1,5 @@
-"""Save and load training state as plain state dicts (safe to load with ``weights_only=True``).
+"""Save and load training state as plain state dicts (safe to load with ``weights_only=True``), and the
+generator a checkpoint holds (``load_generator``).
 
 A checkpoint is a pickle, and unpickling can call any function it names: a crafted ``state.pt``
 would run code the moment it is loaded. ``load_state`` accepts only tensors, containers, numbers
@@ -57,6 +58,41 @@ def load_state(directory: str | Path, map_location: str | torch.device = "cpu") 
 
 
 _REFUSED = "Weights only load failed"  # torch's weights-only unpickler met something other than data
+
+
+def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The generator of a checkpoint (its config travels in it), in eval mode.
+
+    A checkpoint that also holds an input ``harmoniser`` (``uda3d.models.harmoniser``) loads as
+    the harmoniser in front of the generator, so every consumer (evaluation, synthesis) uses both.
+
+    Args:
+        checkpoint: a checkpoint folder (``state.pt`` inside) from ``uda3d train-backbone``, ``uda3d adapt``
+            or the pipeline.
+        device: where the networks are placed.
+
+    Returns:
+        The generator (``InputMapped`` when a harmoniser travels with it), in eval mode.
+
+    Raises:
+        DataError: the checkpoint holds no ``config`` and ``generator``.
+    """
+    from uda3d.config import BackboneConfig, from_dict
+    from uda3d.models.factory import build_generator
+    from uda3d.models.harmoniser import InputMapped, MonotoneHarmoniser
+
+    state = load_state(checkpoint, map_location=device)
+    if not {"config", "generator"} <= set(state):
+        raise DataError(checkpoint, "not a generator checkpoint; expected one from 'uda3d train-backbone', "
+                                    "'uda3d adapt' or the pipeline (keys 'config' and 'generator')")
+    generator = build_generator(from_dict(BackboneConfig, state["config"])).to(device)
+    generator.load_state_dict(state["generator"])
+    if "harmoniser" in state:
+        logits = state["harmoniser"]["logits"]
+        harmoniser = MonotoneHarmoniser(logits.shape[0], logits.shape[1] + 1).to(device)
+        harmoniser.load_state_dict(state["harmoniser"])
+        generator = InputMapped(harmoniser, generator)
+    return generator.eval()
 
 
 def _unsafe_global(message: str) -> str:

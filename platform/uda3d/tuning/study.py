@@ -185,9 +185,9 @@ def run_study(run: TuneRun) -> dict[str, Any]:
     from ray import tune
 
     from uda3d.compare.run import load_data, score
-    from uda3d.evaluation import load_generator
     from uda3d.io.tables import write_csv, write_json
     from uda3d.tracking import Tracker
+    from uda3d.training.checkpoint import load_generator
     from uda3d.training.ray_runtime import ensure_ray
     from uda3d.tuning.tune import TUNE_SPLITS, _parent_run, build_tuner, trial_rows
 
