@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from uda3d.adaptation.slice_latents import VolumeEncoder
 from uda3d.config import SliceConfig
 from uda3d.data.slices import volume_to_slices
-from uda3d.models.vae2d import SliceVAE, VolumeEncoder, n_blocks
+from uda3d.models.vae2d import SliceVAE, n_blocks
 
 
 @pytest.mark.parametrize("size,blocks", [(8, 2), (32, 4), (64, 5), (256, 7)])

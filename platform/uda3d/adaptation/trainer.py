@@ -28,8 +28,9 @@ from uda3d.adaptation.guards import (
     violation,
 )
 from uda3d.adaptation.objective import fit_population_prior, latent_alignment_loss, order_for_slicing
+from uda3d.adaptation.slice_latents import VolumeEncoder
 from uda3d.config import AdaptConfig, SliceConfig
-from uda3d.models.vae2d import SliceEncoder, VolumeEncoder
+from uda3d.models.vae2d import SliceEncoder
 from uda3d.training.pix2pix import Pix2PixTrainer, augmentation_rng
 from uda3d.training.runtime import autocast, cycle_batches, own_gradients, unwrap
 

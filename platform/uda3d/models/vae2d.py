@@ -1,4 +1,4 @@
-"""The 2D slice VAE of the method (docs/method.md section 2) and a whole-volume encoder around it.
+"""The 2D slice VAE of the method (docs/method.md section 2); it sees slices, never volumes.
 
 Encoder: Conv3x3 (1 -> gf) + BN + LeakyReLU(0.2); residual down blocks (main path conv s2 in->in
 -> BN -> LReLU -> conv in->out -> BN, shortcut conv s2 -> BN) with outputs gf, gf, 2gf, 4gf, ...;
@@ -19,8 +19,6 @@ import math
 import torch
 from torch import nn
 
-from uda3d.config import SliceConfig
-from uda3d.data.slices import volume_to_slices
 from uda3d.models.blocks import checkpointed, conv_block
 
 LEAKY = ("leakyrelu", {"negative_slope": 0.2})
@@ -123,27 +121,3 @@ class SliceVAE(nn.Module):
         mu, logsig = self.encoder(x)
         z = reparameterise(mu, logsig, generator)
         return self.decoder(z), mu, logsig, z
-
-
-class VolumeEncoder(nn.Module):
-    """A whole (B, 1, D, H, W) volume -> slice latents (B, S, C, 2, 2) for mu and logsig.
-
-    Each volume is sliced exactly as the slice store slices T1 (``volume_to_slices``) and encoded as
-    one batch, so BatchNorm sees per-volume statistics as in training. Differentiable with respect
-    to the volume: the adaptation backpropagates through it into the generator.
-    """
-
-    def __init__(self, encoder: SliceEncoder, slice_config: SliceConfig) -> None:
-        super().__init__()
-        if encoder.slice_size != slice_config.size:
-            raise ValueError(f"encoder expects {encoder.slice_size}^2 slices, slice config makes {slice_config.size}^2")
-        self.encoder = encoder
-        self.slice_config = slice_config
-
-    def forward(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mus, logsigs = [], []
-        for v in volume[:, 0]:                                   # (D, H, W) per volume
-            mu, logsig = self.encoder(volume_to_slices(v, self.slice_config))  # (S, C, 2, 2)
-            mus.append(mu)
-            logsigs.append(logsig)
-        return torch.stack(mus), torch.stack(logsigs)
