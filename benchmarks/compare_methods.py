@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from uda3d.cohort.generate import CohortConfig, generate_cohort
-from uda3d.compare.run import compare_methods
+from uda3d.compare.methods import compare_methods
 from uda3d.config import AdaptConfig, BackboneConfig, CompareConfig, SelfTrainConfig, TTTConfig, VAEConfig
 from uda3d.tracking import resolve_tracking
 

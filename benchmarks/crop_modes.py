@@ -22,10 +22,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from compare_methods import BACKBONE, make_cohorts, write_results  # noqa: E402
 
-from uda3d.compare.run import _trainer, load_data, score  # noqa: E402
 from uda3d.config import PreprocessConfig  # noqa: E402
+from uda3d.data.in_memory import load_data  # noqa: E402
+from uda3d.evaluation import score  # noqa: E402
 from uda3d.metrics.summary import paired_wilcoxon  # noqa: E402
-from uda3d.training.pix2pix import fit_backbone  # noqa: E402
+from uda3d.training.pix2pix import (
+    Pix2PixTrainer,  # noqa: E402
+    fit_backbone,  # noqa: E402
+)
 
 SPLITS = ("domain1_train", "domain1_test", "domain2_test")
 
@@ -41,7 +45,7 @@ def main() -> None:
     for mode in ("brain", "fixed"):
         data = load_data(str(root), PreprocessConfig(crop=mode), args.workdir / "crop-cache", SPLITS, (), "crop")
         for seed in range(args.seeds):
-            trainer = _trainer(dataclasses.replace(BACKBONE, seed=seed))
+            trainer = Pix2PixTrainer.from_state(dataclasses.replace(BACKBONE, seed=seed))
             fit_backbone(trainer, lambda e, d=data, s=seed: d.batches("domain1_train", s * 1000 + e), None,
                          lambda m: None)
             for split in ("domain2_test", "domain1_test"):

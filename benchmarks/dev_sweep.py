@@ -24,14 +24,18 @@ from compare_methods import BACKBONE, make_cohorts, write_results  # noqa: E402
 
 from uda3d.adaptation.self_training import self_train  # noqa: E402
 from uda3d.adaptation.ttt import PerSubjectTTT, adapt_site  # noqa: E402
-from uda3d.compare.run import _trainer, control_epochs, fine_tune, load_sites, score  # noqa: E402
+from uda3d.compare.methods import control_epochs, fine_tune, load_sites  # noqa: E402
 from uda3d.config import (  # noqa: E402
     JOINT_AUX_WEIGHT,
     CompareConfig,  # noqa: E402
     SelfTrainConfig,
     TTTConfig,
 )
-from uda3d.training.pix2pix import fit_backbone  # noqa: E402
+from uda3d.evaluation import score  # noqa: E402
+from uda3d.training.pix2pix import (
+    Pix2PixTrainer,  # noqa: E402
+    fit_backbone,  # noqa: E402
+)
 
 
 def mean(per: dict, key: str = "psnr") -> float:
@@ -58,7 +62,7 @@ def main() -> None:
         return mean(target)
 
     seed = 0
-    plain = _trainer(BACKBONE)
+    plain = Pix2PixTrainer.from_state(BACKBONE)
     fit_backbone(plain, lambda e: data.batches("domain1_train", e), None, lambda m: None)
     state = copy.deepcopy(plain.state_dict())
     lr = BACKBONE.lr * config.finetune_lr_factor

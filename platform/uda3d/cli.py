@@ -364,8 +364,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_compare_methods(args: argparse.Namespace) -> int:
+    from uda3d.compare.methods import compare_methods
     from uda3d.compare.report import markdown_table
-    from uda3d.compare.run import compare_methods
     from uda3d.config import AdaptConfig, BackboneConfig, CompareConfig, SelfTrainConfig, TTTConfig, VAEConfig
 
     config = CompareConfig(
@@ -476,7 +476,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from uda3d.compare.runs import compare_runs, markdown
+    from uda3d.compare.mlflow_runs import compare_runs, markdown
 
     tracking = _tracking(args)
     if tracking.uri is None:

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
-from uda3d.compare.run import Data, control_epochs, load_sites, pick_uda, signal_validity
+from uda3d.compare.methods import control_epochs, load_sites, pick_uda, signal_validity
 from uda3d.compare.table import MethodResult
 from uda3d.config import CANDIDATES, CompareConfig, SelfTrainConfig, TTTConfig
+from uda3d.data.in_memory import Data
 from uda3d.errors import ConfigError, DataError
 
 

@@ -1,2 +1,2 @@
-"""Comparisons: every adaptation method on the same splits and seeds (``run``), tracked MLflow runs side by
-side (``runs``)."""
+"""Comparisons: every adaptation method on the same splits and seeds (``methods``), tracked MLflow runs side by
+side (``mlflow_runs``)."""

@@ -84,6 +84,29 @@ class Pix2PixTrainer:
         self.checkpointing = False
         self.use_checkpointing(config.checkpointing)
 
+    @classmethod
+    def from_state(cls, config: BackboneConfig, init: dict | None = None,
+                   device: torch.device = torch.device("cpu")) -> Pix2PixTrainer:
+        """A trainer for ``config`` on ``device``, its networks loaded from a state when one is given.
+
+        Args:
+            config: the backbone config (the state's networks must fit it, except the auxiliary head).
+            init: a trainer state (``state_dict``) or checkpoint with ``generator`` and ``discriminator``;
+                ``None`` keeps the fresh networks. A plain backbone may start a joint (``aux_weight > 0``)
+                fine-tune: its generator loads into the larger one and the auxiliary head stays fresh.
+            device: where the networks live.
+
+        Returns:
+            The trainer, its optimisers and schedules fresh.
+        """
+        from uda3d.models.ttt import load_generator_state
+
+        trainer = cls(config, device)
+        if init is not None:
+            load_generator_state(trainer.generator, init["generator"])
+            trainer.discriminator.load_state_dict(init["discriminator"])
+        return trainer
+
     def use_checkpointing(self, enabled: bool) -> None:
         """Recompute activations in backward and score real and fake pairs one at a time (less memory)."""
         from uda3d.models.blocks import set_checkpointing

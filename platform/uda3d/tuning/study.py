@@ -184,7 +184,8 @@ def run_study(run: TuneRun) -> dict[str, Any]:
     """Run (or resume) the study's grid as Tune trials; write the tables and figures; return the summary."""
     from ray import tune
 
-    from uda3d.compare.run import load_data, score
+    from uda3d.data.in_memory import load_data
+    from uda3d.evaluation import score
     from uda3d.io.tables import write_csv, write_json
     from uda3d.tracking import Tracker
     from uda3d.training.checkpoint import load_generator

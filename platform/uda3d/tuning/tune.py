@@ -70,11 +70,13 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     from uda3d.adaptation.guards import EpochRecord, violation
     from uda3d.adaptation.selection import augmented_source_error, augmented_source_set
     from uda3d.adaptation.trainer import AdaptProgress, AdaptTrainer, fit_adapt
-    from uda3d.compare.run import _trainer, load_data, score
     from uda3d.config import BackboneConfig, SliceConfig, VAEConfig, from_dict
+    from uda3d.data.in_memory import load_data
+    from uda3d.evaluation import score
     from uda3d.models.vae2d import SliceVAE
     from uda3d.tracking import Tracker
     from uda3d.training.checkpoint import inference_meta, load_state, save_state
+    from uda3d.training.pix2pix import Pix2PixTrainer
 
     torch.set_num_threads(max(1, int(payload["cpus_per_trial"])))
     adapt = from_dict(AdaptConfig, {**payload["fixed"], **flat_config(config)})
@@ -88,7 +90,7 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
     # a trial given GPUs (resources.gpu in the space) trains on its GPU; Ray sets CUDA_VISIBLE_DEVICES for it
     device = resolve_device("cuda" if payload.get("gpus_per_trial", 0) > 0 else "cpu", "resources.gpu")
     state = load_state(payload["backbone_checkpoint"])
-    backbone = _trainer(from_dict(BackboneConfig, state["config"]), state, device)
+    backbone = Pix2PixTrainer.from_state(from_dict(BackboneConfig, state["config"]), state, device)
     restored = _restored_trial_state()  # a resumed study: this trial goes on from its last epoch
     if restored is not None:
         backbone.load_state_dict(restored)
@@ -305,7 +307,7 @@ def check_selection_metric(space: SearchSpace) -> None:
 
 def run_tune(run: TuneRun) -> dict[str, Any]:
     """Run (or resume) the study; writes ``WORKDIR/tune/NAME/{trials.csv,summary.json}`` and returns the summary."""
-    from uda3d.compare.run import load_data
+    from uda3d.data.in_memory import load_data
     from uda3d.metrics.summary import spearman
     from uda3d.tracking import Tracker, finish_open_runs
     from uda3d.training.ray_runtime import ensure_ray

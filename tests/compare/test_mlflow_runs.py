@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from uda3d.compare.runs import compare_runs, markdown, ranked, runs_table, varying_params
+from uda3d.compare.mlflow_runs import compare_runs, markdown, ranked, runs_table, varying_params
 from uda3d.config import TrackingConfig
 from uda3d.errors import ConfigError
 from uda3d.tracking import RunRecord, Tracker

@@ -32,9 +32,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,80 +49,18 @@ from uda3d.config import (
     AdaptConfig,
     BackboneConfig,
     CompareConfig,
-    PreprocessConfig,
     VAEConfig,
 )
-from uda3d.data.layout import discover
+from uda3d.data.in_memory import Data, load_data
 from uda3d.errors import DataError
+from uda3d.evaluation import score
+from uda3d.training.pix2pix import Pix2PixTrainer
 
-SPLITS = ("domain1_train", "domain1_val", "domain1_test", "domain2_train", "domain2_val", "domain2_test")
 SOURCE_SPLITS = ("domain1_train", "domain1_val", "domain1_test")
 UDA = "uda"
 REFERENCE = (BASELINE, CONTROL)
 CPU = torch.device("cpu")
-
-
-@dataclass
-class Data:
-    """Every split's preprocessed items, loaded once."""
-
-    items: dict[str, list[dict]]
-
-    def batches(self, split: str, shuffle_seed: int | None = None):
-        data = self.items[split]
-        if shuffle_seed is None:
-            return [{k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()} for item in data]
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(shuffle_seed)).tolist()
-        return [{k: (v[None] if torch.is_tensor(v) else [v]) for k, v in data[i].items()} for i in order]
-
-    def unlabelled(self, split: str) -> list[dict]:
-        """Batches of ``split`` without T1: what a target-side method may see."""
-        return [{k: v for k, v in b.items() if k != "target"} for b in self.batches(split)]
-
-    def inputs(self, split: str) -> list[torch.Tensor]:
-        return [item["input"] for item in self.items[split]]
-
-
-def load_data(dataroot: str, preprocess: PreprocessConfig, cache_dir: Path, splits: tuple[str, ...] = SPLITS,
-              unlabelled: tuple[str, ...] = ("domain2_val",), stage: str = "compare-methods") -> Data:
-    """Every split's preprocessed items (sorted by id); all but ``unlabelled`` splits must have T1."""
-    from uda3d.data.datasets import unpaired_dataset
-
-    found = discover(dataroot)
-    for name in splits:
-        if not found.get(name):
-            raise DataError(Path(dataroot) / name, f"split is missing or empty; {stage} needs it")
-    items = {}
-    for name in splits:
-        dataset = unpaired_dataset(sorted(found[name], key=lambda s: s.id), preprocess, cache_dir)
-        items[name] = [dataset[i] for i in range(len(dataset))]
-        if name not in unlabelled and any("target" not in it for it in items[name]):
-            raise DataError(Path(dataroot) / name, "every subject needs a T1 here (training or scoring)")
-    return Data(items)
-
-
-@torch.no_grad()
-def score(generator: torch.nn.Module, items: list[dict]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """(mean metrics, per-subject metrics) of ``generator`` on labelled items: brain and whole volume."""
-    from uda3d.metrics.image import mean_metrics, volume_metrics
-
-    device = next(generator.parameters()).device
-    per = {}
-    for item in items:
-        fake = generator(item["input"][None].to(device))[0, 0].float().cpu()
-        per[item["id"]] = volume_metrics(fake, item["target"][0], item["mask"][0])
-    return mean_metrics(per.values()), per
-
-
-def _trainer(config: BackboneConfig, init: dict | None = None, device: torch.device = CPU):
-    from uda3d.models.ttt import load_generator_state
-    from uda3d.training.pix2pix import Pix2PixTrainer
-
-    trainer = Pix2PixTrainer(config, device)
-    if init is not None:  # a plain backbone may start a joint (aux_weight > 0) fine-tune
-        load_generator_state(trainer.generator, init["generator"])
-        trainer.discriminator.load_state_dict(init["discriminator"])
-    return trainer
+log = logging.getLogger(__name__)
 
 
 def fine_tune(data: Data, start: dict, config: BackboneConfig, split: str, epochs: int, lr: float,
@@ -133,7 +72,7 @@ def fine_tune(data: Data, start: dict, config: BackboneConfig, split: str, epoch
     from uda3d.training.pix2pix import fit_backbone
 
     cfg = dataclasses.replace(config, epochs=epochs, epochs_decay=0, lr=lr, **changes)
-    trainer = _trainer(cfg, start, device)
+    trainer = Pix2PixTrainer.from_state(cfg, start, device)
     fit_backbone(trainer, lambda e: data.batches(split, cfg.seed * 1000 + e), None, lambda m: None,
                  progress=progress)
     return trainer
@@ -158,7 +97,7 @@ def adapt_latent(data: Data, base_state: dict, base_config: BackboneConfig, vae,
     """The method's adaptation (or a prior variant) from ``base_state``; returns (generator, trace)."""
     from uda3d.adaptation.trainer import AdaptTrainer, fit_adapt
 
-    backbone = _trainer(base_config, base_state, device)
+    backbone = Pix2PixTrainer.from_state(base_config, base_state, device)
     trainer = AdaptTrainer(backbone, copy.deepcopy(vae.model.encoder), slice_config, adapt)
     references = [item["target"][None] for item in data.items["domain1_train"]]
     history: list[dict[str, float]] = []
@@ -261,9 +200,9 @@ class _Scorer:
         if method not in (UPPER,):
             self.signal_records.append({"site": site_name, "method": method, "seed": seed, "oracle_psnr": oracle,
                                         **signals})
-        print(f"    [{site_name}] {method:<18} target {oracle:6.2f} dB  source "
-              f"{sum(m['psnr'] for m in source.values()) / len(source):6.2f} dB"
-              + "".join(f"  {k} {v:.4g}" for k, v in signals.items()) + (f"  ({note})" if note else ""), flush=True)
+        log.info(f"    [{site_name}] {method:<18} target {oracle:6.2f} dB  source "
+                 f"{sum(m['psnr'] for m in source.values()) / len(source):6.2f} dB"
+                 + "".join(f"  {k} {v:.4g}" for k, v in signals.items()) + (f"  ({note})" if note else ""))
         return result
 
 
@@ -288,14 +227,14 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
     for seed in range(config.seeds):
         backbone_config = dataclasses.replace(config.backbone, seed=seed)
         lr = backbone_config.lr * config.finetune_lr_factor
-        print(f"  seed {seed}: backbone ({backbone_config.total_epochs} epochs)", flush=True)
-        plain = _trainer(backbone_config, device=device)
+        log.info(f"  seed {seed}: backbone ({backbone_config.total_epochs} epochs)")
+        plain = Pix2PixTrainer.from_state(backbone_config, device=device)
         fit_backbone(plain, lambda e: source.batches("domain1_train", seed * 1000 + e), None, lambda m: None,
                      progress=config.progress)
         plain_state = copy.deepcopy(plain.state_dict())
         source_models: dict[str, Any] = {BASELINE: plain}
-        print(f"  seed {seed}: source_ft control ({ft_epochs} epochs) and source-side candidates "
-              f"({config.finetune_epochs} epochs each, lr {lr:g})", flush=True)
+        log.info(f"  seed {seed}: source_ft control ({ft_epochs} epochs) and source-side candidates "
+                 f"({config.finetune_epochs} epochs each, lr {lr:g})")
         source_models[CONTROL] = fine_tune(source, plain_state, backbone_config, "domain1_train", ft_epochs, lr,
                                            config.progress, device)
         if {"robust", "self_train"} & methods:
@@ -312,7 +251,7 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
                                                    aux_weight=JOINT_AUX_WEIGHT)
         vae = None
         if "kl" in methods:
-            print(f"  seed {seed}: slice VAE ({config.vae.epochs} epochs)", flush=True)
+            log.info(f"  seed {seed}: slice VAE ({config.vae.epochs} epochs)")
             vae = train_vae_in_process(source, dataclasses.replace(config.vae, seed=42 + seed), config.slice_size,
                                        device)
 
@@ -354,8 +293,8 @@ def compare_methods(config: CompareConfig) -> dict[str, Any]:
                 adapted_kl, story = adapt_latent(site, plain_state, backbone_config, vae[0], vae[1], adapt,
                                                  config.guards, device=device)
                 scorer.record(site_name, site, "kl", seed, adapted_kl, f"kept epoch {story['kept_epoch']}")
-            print(f"  [{site_name}] seed {seed}: supervised bound ({config.supervised_epochs} epochs on labelled "
-                  "domain2_train)", flush=True)
+            log.info(f"  [{site_name}] seed {seed}: supervised bound ({config.supervised_epochs} epochs on labelled "
+                     "domain2_train)")
             supervised = fine_tune(site, plain_state, backbone_config, "domain2_train", config.supervised_epochs, lr,
                                    config.progress, device)
             scorer.record(site_name, site, UPPER, seed, supervised.generator)
