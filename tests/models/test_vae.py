@@ -1,13 +1,10 @@
-"""Slice VAE shapes at demo and BraTS sizes, and the whole-volume encoder."""
+"""Slice VAE shapes at demo and BraTS sizes and the method's layout."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from uda3d.adaptation.slice_latents import VolumeEncoder
-from uda3d.config import SliceConfig
-from uda3d.data.slices import volume_to_slices
 from uda3d.models.vae2d import SliceVAE, n_blocks
 
 
@@ -35,22 +32,6 @@ def test_method_size_latent_is_256_by_2_by_2():
 def test_bad_slice_size():
     with pytest.raises(ValueError, match="power of two"):
         SliceVAE(48)
-
-
-def test_volume_encoder_matches_per_slice_encoding_and_passes_gradients():
-    torch.manual_seed(0)
-    config = SliceConfig(size=32)
-    vae = SliceVAE(32, gf_dim=4, latent_channels=8)
-    encoder = VolumeEncoder(vae.encoder, config)
-    volume = torch.rand(2, 1, 24, 20, 28, requires_grad=True)
-    mu, logsig = encoder(volume)
-    assert mu.shape == (2, 32, 8, 2, 2)
-    direct, _ = vae.encoder(volume_to_slices(volume[1, 0], config))
-    torch.testing.assert_close(mu[1], direct)
-    (mu.sum() + logsig.sum()).backward()
-    assert volume.grad is not None and float(volume.grad.abs().sum()) > 0
-    with pytest.raises(ValueError, match="slice config"):
-        VolumeEncoder(vae.encoder, SliceConfig(size=64))
 
 
 def test_encoder_matches_the_method_layout_and_size():
