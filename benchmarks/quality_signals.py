@@ -37,7 +37,6 @@ from uda3d.inference import InferenceModel, synthesize
 from uda3d.io.tables import write_csv
 from uda3d.metrics.image import volume_metrics
 from uda3d.metrics.summary import spearman
-from uda3d.models.ttt import load_generator_state
 from uda3d.training.backbone_run import inference_record
 from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
 
@@ -61,10 +60,7 @@ def cohorts(work: Path) -> dict[str, Path]:
 
 
 def train(config: BackboneConfig, train_set, init: dict | None = None) -> Pix2PixTrainer:
-    trainer = Pix2PixTrainer(config, torch.device("cpu"))
-    if init is not None:  # a plain backbone may start a joint (aux_weight > 0) fine-tune
-        load_generator_state(trainer.generator, init["generator"])
-        trainer.discriminator.load_state_dict(init["discriminator"])
+    trainer = Pix2PixTrainer.from_state(config, init)  # a plain backbone may start a joint fine-tune
     fit_backbone(trainer, lambda e: DataLoader(train_set, batch_size=1, shuffle=True,
                                                generator=torch.Generator().manual_seed(config.seed * 100 + e)),
                  None, lambda m: None)

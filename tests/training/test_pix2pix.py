@@ -73,6 +73,28 @@ def test_resume_continues_with_the_next_epoch(loaders, tmp_path):
     assert rest[-1]["loss_l1"] == pytest.approx(full[-1]["loss_l1"], rel=1e-5)
 
 
+def test_from_state_loads_the_networks_and_grows_a_joint_head_from_a_plain_backbone():
+    from uda3d.config import JOINT_AUX_WEIGHT
+
+    config = BackboneConfig(ngf=4, ndf=4, seed=3)
+    plain = Pix2PixTrainer.from_state(config)
+    assert plain.device == torch.device("cpu") and plain.config == config
+    with torch.no_grad():
+        for p in plain.generator.parameters():
+            p.add_(1.0)
+    state = plain.state_dict()
+    again = Pix2PixTrainer.from_state(config, state)
+    for a, b in zip(again.generator.state_dict().values(), plain.generator.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(again.discriminator.state_dict().values(), plain.discriminator.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    joint = Pix2PixTrainer.from_state(BackboneConfig(ngf=4, ndf=4, seed=3, aux_weight=JOINT_AUX_WEIGHT), state)
+    grown = joint.generator.state_dict()
+    shared = {k: v for k, v in plain.generator.state_dict().items() if k in grown}
+    assert shared and all(torch.equal(grown[k], v) for k, v in shared.items())
+    assert set(grown) - set(shared)  # the auxiliary head is new and stays fresh
+
+
 def test_linear_decay_schedule():
     rule = linear_decay(2, 2)
     assert [rule(e) for e in range(4)] == pytest.approx([1.0, 1.0, 2 / 3, 1 / 3])
