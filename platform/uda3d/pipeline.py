@@ -27,6 +27,7 @@ config and reruns from the first changed one (``uda3d.stage_ledger``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from uda3d.config import (
     HarmoniserConfig,
     PreprocessConfig,
     ScalingOptions,
+    StageRun,
     VAEConfig,
 )
 from uda3d.data.layout import discover
@@ -46,6 +48,8 @@ from uda3d.inference import resolve_device
 from uda3d.io.tables import write_json
 from uda3d.root_plan import SCORE_SPLIT, RootPlan, plan_root
 from uda3d.tracking import TrackingConfig
+
+log = logging.getLogger(__name__)
 
 METHODS = ("no_adaptation", "source_ft", "uda", "method_kl", "supervised")
 BASELINE, CONTROL = "no_adaptation", "source_ft"
@@ -97,23 +101,23 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     from uda3d.stage_ledger import StageLedger
 
     plan = plan_root(config.dataroot)
-    print("  root check:")
+    log.info("  root check:")
     for line in plan.lines():
-        print(f"    {line}")
+        log.info(f"    {line}")
     workdir = Path(config.workdir)
     ledger = StageLedger(workdir, config.resume)
     parent = _parent_run(config, ledger)
     tracking = dataclasses.replace(config.tracking, parent_run_id=parent) if parent else config.tracking
     models = train_models(config, plan, ledger, tracking)
-    print("  label-free choice of uda: the highest source-val PSNR among the candidates")
+    log.info("  label-free choice of uda: the highest source-val PSNR among the candidates")
     candidates = {"no_adaptation": models["backbone"]["checkpoint"], "robust": models["robust"]["checkpoint"],
                   "robust+harmoniser": models["robust+harmoniser"]["checkpoint"],
                   "ttt_joint": models["ttt_joint"]["checkpoint"]}
     selection = ledger.run("select", {"dataroot": config.dataroot}, ("backbone", "robust", "harmoniser", "ttt_joint"),
                            lambda resume: select_uda(candidates, config))
     chosen = candidates[selection["chosen"]]
-    print(f"  synthesis: a T1, an uncertainty map and quality estimates for every subject of "
-          f"{', '.join(plan.target_splits)} with uda ({selection['chosen']})")
+    log.info(f"  synthesis: a T1, an uncertainty map and quality estimates for every subject of "
+             f"{', '.join(plan.target_splits)} with uda ({selection['chosen']})")
     members = [m["checkpoint"] for name, m in models.items()
                if name in ENSEMBLE and m["checkpoint"] != chosen]
     synthesis = ledger.run("synthesis", {"splits": plan.target_splits, "dataroot": config.dataroot},
@@ -158,42 +162,47 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
 
 def train_models(config: PipelineConfig, plan: RootPlan, ledger, tracking: TrackingConfig) -> dict[str, dict]:
     """Every training stage through the ledger: backbone, its fine-tunes, VAE, KL adaptation, harmoniser, bound."""
-    from uda3d.adaptation.run import AdaptRun, run_adapt
+    from uda3d.adaptation.stage import AdaptSpec, run_adapt
     from uda3d.data.slice_store import write_slice_store
     from uda3d.data.slices import SliceConfig
-    from uda3d.training.backbone_run import BackboneRun, run_backbone
-    from uda3d.training.vae_run import VAERun, run_vae
+    from uda3d.training.backbone_stage import BackboneSpec, run_backbone
+    from uda3d.training.vae_stage import VAESpec, run_vae
 
     workdir = Path(config.workdir)
     ray_results = workdir / "ray_results"
-    common = {"workdir": str(workdir), "scaling": config.scaling, "tracking": tracking, "progress": config.progress}
+    stage = StageRun(dataroot=config.dataroot, workdir=str(workdir), preprocess=config.preprocess,
+                     scaling=config.scaling, tracking=tracking, progress=config.progress)
     data = {"dataroot": config.dataroot, "preprocess": asdict(config.preprocess)}
     models: dict[str, dict] = {}
+
+    def run_of(name: str, resume: bool) -> StageRun:
+        return dataclasses.replace(stage, run_name=name, resume=resume)
 
     def backbone_stage(name: str, backbone: BackboneConfig, init: str | None, upstream: tuple[str, ...] = (),
                        domain: str = "domain1") -> dict:
         return ledger.run(name, {**data, "backbone": asdict(backbone), "domain": domain}, upstream,
-                          lambda resume: _trained(run_backbone(BackboneRun(
-                              dataroot=config.dataroot, backbone=backbone, preprocess=config.preprocess,
-                              run_name=name, init_checkpoint=init, source_domain=domain, resume=resume, **common))),
+                          lambda resume: _trained(run_backbone(BackboneSpec(
+                              stage=run_of(name, resume), backbone=backbone, source_domain=domain,
+                              init_checkpoint=init))),
                           outputs=_checkpoint_exists, run_folder=ray_results / name)
 
-    print("  backbone: supervised 3D pix2pix on domain1_train")
+    log.info("  backbone: supervised 3D pix2pix on domain1_train")
     models["backbone"] = backbone_stage("backbone", config.backbone, None)
     start = models["backbone"]["checkpoint"]
     robust = dataclasses.replace(config.backbone, robust_augment=True, epochs=config.robust_epochs, epochs_decay=0,
                                  lr=config.backbone.lr * config.robust_lr_factor)
-    print(f"  robust fine-tune: {config.robust_epochs} epochs of random input-intensity augmentation on domain1_train")
+    log.info(f"  robust fine-tune: {config.robust_epochs} epochs of random input-intensity augmentation on "
+             "domain1_train")
     models["robust"] = backbone_stage("robust", robust, start, ("backbone",))
-    print(f"  source_ft control: the same {config.robust_epochs}-epoch fine-tune without robust augmentation")
+    log.info(f"  source_ft control: the same {config.robust_epochs}-epoch fine-tune without robust augmentation")
     models["source_ft"] = backbone_stage("source_ft", dataclasses.replace(robust, robust_augment=False), start,
                                          ("backbone",))
-    print("  ttt_joint: the same fine-tune with the auxiliary cross-contrast task (FLAIR/T2 rebuilt from a damaged "
-          "copy) beside T1")
+    log.info("  ttt_joint: the same fine-tune with the auxiliary cross-contrast task (FLAIR/T2 rebuilt from a damaged "
+             "copy) beside T1")
     models["ttt_joint"] = backbone_stage(
         "ttt_joint", dataclasses.replace(robust, robust_augment=False, aux_weight=JOINT_AUX_WEIGHT), start,
         ("backbone",))
-    print(f"  slices + VAE: {config.slice_size}^2 slices of domain1 T1")
+    log.info(f"  slices + VAE: {config.slice_size}^2 slices of domain1 T1")
     store = workdir / "slices"
     ledger.run("slices", {**data, "slice_size": config.slice_size}, (),
                lambda resume: {"store": str(write_slice_store(
@@ -202,33 +211,32 @@ def train_models(config: PipelineConfig, plan: RootPlan, ledger, tracking: Track
                    progress=config.progress).path)},
                outputs=lambda r: [r["store"]])
     models["vae"] = ledger.run("vae", {"vae": asdict(config.vae)}, ("slices",),
-                               lambda resume: _trained(run_vae(VAERun(store=str(store), vae=config.vae,
-                                                                      run_name="vae", resume=resume, **common))),
+                               lambda resume: _trained(run_vae(VAESpec(
+                                   stage=dataclasses.replace(run_of("vae", resume), dataroot=""), store=str(store),
+                                   vae=config.vae))),
                                outputs=_checkpoint_exists, run_folder=ray_results / "vae")
     a = config.adapt
-    print(f"  adaptation: latent KL on {plan.adapt_split} (inputs only), ele_percent {a.ele_percent}, lr {a.lr}, "
-          f"{a.epochs} epochs, {a.slice_order} slices, guards on")
+    log.info(f"  adaptation: latent KL on {plan.adapt_split} (inputs only), ele_percent {a.ele_percent}, lr {a.lr}, "
+             f"{a.epochs} epochs, {a.slice_order} slices, guards on")
 
     def adapt(resume: bool) -> dict:
-        outcome = run_adapt(AdaptRun(dataroot=config.dataroot, backbone_checkpoint=start,
-                                     vae_checkpoint=models["vae"]["checkpoint"], adapt=a, guards=config.guards,
-                                     preprocess=config.preprocess, run_name="adapt", target_split=plan.adapt_split,
-                                     resume=resume, **common))
-        return {"checkpoint": outcome.checkpoint, "mlflow_run_id": outcome.mlflow_run_id,
-                "decision": outcome.decision, "history": outcome.history}
+        return run_adapt(AdaptSpec(stage=run_of("adapt", resume), backbone_checkpoint=start,
+                                   vae_checkpoint=models["vae"]["checkpoint"], adapt=a, guards=config.guards,
+                                   target_split=plan.adapt_split)).to_json()
 
     models["adapt"] = ledger.run("adapt", {**data, "adapt": asdict(a), "guards": asdict(config.guards),
                                            "split": plan.adapt_split}, ("backbone", "vae"), adapt,
                                  outputs=_checkpoint_exists, run_folder=ray_results / "adapt")
     if plan.available("supervised"):
-        print(f"  supervised upper bound: fine-tune on labelled domain2_train for {config.supervised_epochs} epochs")
+        log.info(f"  supervised upper bound: fine-tune on labelled domain2_train for {config.supervised_epochs} "
+                 "epochs")
         models["supervised"] = backbone_stage(
             "supervised", dataclasses.replace(config.backbone, epochs=config.supervised_epochs, epochs_decay=0),
             start, ("backbone",), domain="domain2")
     else:
-        print(f"  supervised upper bound: skipped ({plan.skipped()['supervised']})")
-    print(f"  input harmoniser for the robust backbone: monotone curves fitted to {plan.adapt_split} inputs "
-          "(no labels)")
+        log.info(f"  supervised upper bound: skipped ({plan.skipped()['supervised']})")
+    log.info(f"  input harmoniser for the robust backbone: monotone curves fitted to {plan.adapt_split} inputs "
+             "(no labels)")
     models["robust+harmoniser"] = ledger.run(
         "harmoniser", {**data, "harmoniser": asdict(config.harmoniser), "split": plan.adapt_split}, ("robust",),
         lambda resume: {"checkpoint": harmonise(models["robust"]["checkpoint"], config, plan.adapt_split),
@@ -297,7 +305,7 @@ def _parent_run(config: PipelineConfig, ledger) -> str | None:
 def _register(tracking: TrackingConfig, run_id: str, checkpoint: str, name: str, chosen: str) -> dict[str, str]:
     from uda3d.serving import log_servable_model
 
-    print(f"  registering uda ({chosen}) as an MLflow pyfunc model: {name}")
+    log.info(f"  registering uda ({chosen}) as an MLflow pyfunc model: {name}")
     return log_servable_model(tracking, run_id, checkpoint, name, tags={"candidate": chosen})
 
 

@@ -29,8 +29,10 @@ from uda3d.losses.cross_contrast import auxiliary_loss
 from uda3d.losses.pix2pix import generator_loss
 from uda3d.metrics.image import mean_metrics, volume_metrics
 from uda3d.models.factory import build_discriminator, build_generator
-from uda3d.models.ttt import auxiliary_task_parameters
+from uda3d.models.ttt import auxiliary_task_parameters, load_generator_state
 from uda3d.training.runtime import autocast, own_gradients, resolve_precision, unwrap
+
+CPU = torch.device("cpu")
 
 Report = Callable[[dict[str, float]], None]
 
@@ -83,6 +85,20 @@ class Pix2PixTrainer:
         self._micro_step = 0
         self.checkpointing = False
         self.use_checkpointing(config.checkpointing)
+
+    @classmethod
+    def from_state(cls, config: BackboneConfig, init: dict | None = None, device: torch.device = CPU,
+                   wrap: Callable[[nn.Module], nn.Module] | None = None, rank: int = 0) -> Pix2PixTrainer:
+        """A trainer for ``config`` whose networks start from ``init`` (a checkpoint's state), if given.
+
+        A plain backbone's generator may start a joint one (``aux_weight > 0``): the auxiliary head
+        it lacks keeps its fresh weights.
+        """
+        trainer = cls(config, device, wrap=wrap, rank=rank)
+        if init is not None:
+            load_generator_state(unwrap(trainer.generator), init["generator"])
+            unwrap(trainer.discriminator).load_state_dict(init["discriminator"])
+        return trainer
 
     def use_checkpointing(self, enabled: bool) -> None:
         """Recompute activations in backward and score real and fake pairs one at a time (less memory)."""
