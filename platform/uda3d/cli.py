@@ -346,7 +346,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         supervised_epochs=args.supervised_epochs, robust_epochs=args.robust_epochs, slice_size=args.slice_size,
         preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
         register_as=args.register_as, device=args.device, resume=args.resume, progress=not args.quiet)
-    report = run_pipeline(config)
+    report = run_pipeline(config).to_json()
     print(format_table(report))
     print(f"uda (label-free choice): {report['uda']['selection']['reason']}")
     print(f"method_kl guard: {report['method_kl']['guard']['reason']}")

@@ -121,7 +121,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
         adapt=config.adapt, supervised_epochs=config.supervised_epochs, robust_epochs=config.robust_epochs,
         slice_size=config.slice_size,
         preprocess=pre, scaling=demo_scaling(config.address),
-        tracking=tracking, progress=progress))
+        tracking=tracking, progress=progress)).to_json()
     print(format_table(result))
     print(f"  uda (label-free choice): {result['uda']['selection']['reason']}")
     print(f"  method_kl guard: {result['method_kl']['guard']['reason']}")

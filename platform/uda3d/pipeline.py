@@ -30,9 +30,10 @@ import dataclasses
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uda3d.adaptation.guards import GuardConfig
+from uda3d.adaptation.selection import CandidateScore
 from uda3d.config import (
     JOINT_AUX_WEIGHT,
     AdaptConfig,
@@ -48,6 +49,9 @@ from uda3d.inference import resolve_device
 from uda3d.io.tables import write_json
 from uda3d.root_plan import SCORE_SPLIT, RootPlan, plan_root
 from uda3d.tracking import TrackingConfig
+
+if TYPE_CHECKING:
+    from uda3d.adaptation.stage import AdaptOutcome
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,87 @@ class PipelineConfig:
     progress: bool = True
 
 
+@dataclass(frozen=True)
+class UDASelection:
+    """The label-free choice of ``uda``: the chosen candidate, why, and what each candidate scored."""
+
+    chosen: str
+    reason: str
+    scores: tuple[CandidateScore, ...]
+    rule: str = SELECTION_RULE
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "reason": self.reason, "scores": [asdict(s) for s in self.scores],
+                "rule": self.rule}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> UDASelection:
+        """Back from ``to_json`` (the stage ledger's record, on ``--resume``)."""
+        return cls(value["chosen"], value["reason"], tuple(CandidateScore(**s) for s in value["scores"]),
+                   value["rule"])
+
+
+NOTES = ("Metrics inside the brain mask at data range 1 (psnr/ssim/mae); the method's whole-volume convention as "
+         "psnr_method/ssim_method. Target T1 is read only for the supervised bound, the scores and the "
+         "quality-vs-PSNR check, never for adaptation, selection or stopping.")
+
+
+@dataclass(frozen=True)
+class PipelineReport:
+    """What ``run_pipeline`` found; ``to_json()`` is ``WORKDIR/report.json``.
+
+    Attributes:
+        dataroot: the root the pipeline ran on.
+        plan, skipped: the root check's lines, and each skipped part with its reason.
+        adaptation_split: the target split adapted on (inputs only).
+        selection, uda_checkpoint: the label-free choice of ``uda`` and its checkpoint.
+        method_kl: the latent-KL adaptation's outcome (guard decision, history, kept checkpoint).
+        adapt_config: the adaptation's settings.
+        synthesis: the synthesized targets (``synthesize_targets``).
+        runs: every trained model's checkpoint and MLflow run.
+        scores: ``evaluate_methods`` on the scored split (only with target T1).
+        quality_vs_psnr: each quality estimate against the true PSNR (only with target T1).
+        registered_model: the MLflow model ``uda`` was registered as (only when tracking).
+    """
+
+    dataroot: str
+    plan: tuple[str, ...]
+    skipped: dict[str, str]
+    adaptation_split: str
+    selection: UDASelection
+    uda_checkpoint: str
+    method_kl: AdaptOutcome
+    adapt_config: AdaptConfig
+    synthesis: dict[str, Any]
+    runs: dict[str, dict[str, Any]]
+    scores: dict[str, Any] | None = None
+    quality_vs_psnr: dict[str, Any] | None = None
+    registered_model: dict[str, Any] | None = None
+    notes: str = NOTES
+
+    def to_json(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "dataroot": self.dataroot, "plan": list(self.plan), "skipped": self.skipped,
+            "adaptation_split": self.adaptation_split,
+            "uda": {"selection": self.selection.to_json(), "checkpoint": self.uda_checkpoint},
+            "method_kl": {"guard": self.method_kl.decision, "config": asdict(self.adapt_config),
+                          "checkpoint": self.method_kl.checkpoint},
+            "synthesis": self.synthesis,
+            "adaptation_history": self.method_kl.history,
+            "runs": self.runs,
+        }
+        if self.scores is not None:  # each method's scores join its entry; the rest are keys of their own
+            for key, value in self.scores.items():
+                report[key] = {**report[key], **value} if key in report and isinstance(value, dict) else value
+            report["spearman_objective_vs_target_psnr"] = self.method_kl.decision["spearman_objective_vs_target_psnr"]
+        if self.quality_vs_psnr is not None:
+            report["quality_vs_psnr"] = self.quality_vs_psnr
+        if self.registered_model is not None:
+            report["registered_model"] = self.registered_model
+        report["notes"] = self.notes
+        return report
+
+
 def _trained(result) -> dict[str, Any]:
     return {"checkpoint": result.checkpoint, "mlflow_run_id": result.mlflow_run_id}
 
@@ -96,8 +181,9 @@ def _checkpoint_exists(record: dict[str, Any]) -> list[str]:
     return [record["checkpoint"]]
 
 
-def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
-    """Run every stage the root allows and write the report; returns it."""
+def run_pipeline(config: PipelineConfig) -> PipelineReport:
+    """Run every stage the root allows and write the report (``WORKDIR/report.json``); returns it."""
+    from uda3d.adaptation.stage import AdaptOutcome
     from uda3d.stage_ledger import StageLedger
 
     plan = plan_root(config.dataroot)
@@ -113,50 +199,42 @@ def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
     candidates = {"no_adaptation": models["backbone"]["checkpoint"], "robust": models["robust"]["checkpoint"],
                   "robust+harmoniser": models["robust+harmoniser"]["checkpoint"],
                   "ttt_joint": models["ttt_joint"]["checkpoint"]}
-    selection = ledger.run("select", {"dataroot": config.dataroot}, ("backbone", "robust", "harmoniser", "ttt_joint"),
-                           lambda resume: select_uda(candidates, config))
-    chosen = candidates[selection["chosen"]]
+    selection = UDASelection.from_json(ledger.run(
+        "select", {"dataroot": config.dataroot}, ("backbone", "robust", "harmoniser", "ttt_joint"),
+        lambda resume: select_uda(candidates, config).to_json()))
+    chosen = candidates[selection.chosen]
     log.info(f"  synthesis: a T1, an uncertainty map and quality estimates for every subject of "
-             f"{', '.join(plan.target_splits)} with uda ({selection['chosen']})")
+             f"{', '.join(plan.target_splits)} with uda ({selection.chosen})")
     members = [m["checkpoint"] for name, m in models.items()
                if name in ENSEMBLE and m["checkpoint"] != chosen]
     synthesis = ledger.run("synthesis", {"splits": plan.target_splits, "dataroot": config.dataroot},
                            ("select", "source_ft"),
                            lambda resume: synthesize_targets(chosen, plan, config, members),
                            outputs=lambda r: [row["t1_file"] for rows in r["splits"].values() for row in rows])
-    report: dict[str, Any] = {
-        "dataroot": config.dataroot, "plan": plan.lines(), "skipped": plan.skipped(),
-        "adaptation_split": plan.adapt_split,
-        "uda": {"selection": selection, "checkpoint": chosen},
-        "method_kl": {"guard": models["adapt"]["decision"], "config": asdict(config.adapt),
-                      "checkpoint": models["adapt"]["checkpoint"]},
-        "synthesis": synthesis,
-        "adaptation_history": models["adapt"]["history"],
-        "runs": {name: {k: v for k, v in m.items() if k in ("checkpoint", "mlflow_run_id")}
-                 for name, m in models.items()},
-    }
+    scores = None
     if plan.available("scores"):
         evaluated = {"no_adaptation": models["backbone"]["checkpoint"],
                      "source_ft": models["source_ft"]["checkpoint"], "uda": chosen,
                      "method_kl": models["adapt"]["checkpoint"]}
         if "supervised" in models:
             evaluated["supervised"] = models["supervised"]["checkpoint"]
-        for key, value in evaluate_methods(evaluated, config.dataroot, SCORE_SPLIT, config.preprocess,
-                                           workdir, device=resolve_device(config.device)).items():
-            report[key] = {**report[key], **value} if key in report and isinstance(value, dict) else value
-        report["spearman_objective_vs_target_psnr"] = models["adapt"]["decision"]["spearman_objective_vs_target_psnr"]
-    if plan.available("quality_vs_psnr"):
-        report["quality_vs_psnr"] = quality_vs_psnr(chosen, plan, config, synthesis)
+        scores = evaluate_methods(evaluated, config.dataroot, SCORE_SPLIT, config.preprocess, workdir,
+                                  device=resolve_device(config.device))
+    quality = quality_vs_psnr(chosen, plan, config, synthesis) if plan.available("quality_vs_psnr") else None
+    registered = None
     if parent:
-        report["registered_model"] = ledger.run(
-            "register", {"name": config.register_as}, ("select",),
-            lambda resume: _register(tracking, parent, chosen, config.register_as, selection["chosen"]))
-    report["notes"] = ("Metrics inside the brain mask at data range 1 (psnr/ssim/mae); the method's whole-volume "
-                       "convention as psnr_method/ssim_method. Target T1 is read only for the supervised bound, the "
-                       "scores and the quality-vs-PSNR check, never for adaptation, selection or stopping.")
-    write_json(workdir / REPORT, report)
+        registered = ledger.run("register", {"name": config.register_as}, ("select",),
+                                lambda resume: _register(tracking, parent, chosen, config.register_as,
+                                                         selection.chosen))
+    report = PipelineReport(
+        dataroot=config.dataroot, plan=tuple(plan.lines()), skipped=plan.skipped(), adaptation_split=plan.adapt_split,
+        selection=selection, uda_checkpoint=chosen, method_kl=AdaptOutcome.from_json(models["adapt"]),
+        adapt_config=config.adapt, synthesis=synthesis,
+        runs={name: {k: v for k, v in m.items() if k in ("checkpoint", "mlflow_run_id")} for name, m in models.items()},
+        scores=scores, quality_vs_psnr=quality, registered_model=registered)
+    write_json(workdir / REPORT, report.to_json())
     if parent:
-        _log_to_parent(tracking, parent, workdir, report)
+        _log_to_parent(tracking, parent, workdir, report.to_json())
     return report
 
 
@@ -344,14 +422,9 @@ def harmonise(checkpoint: str, config: PipelineConfig, target_split: str = "doma
     return str(out)
 
 
-def select_uda(candidates: dict[str, str], config: PipelineConfig) -> dict[str, Any]:
+def select_uda(candidates: dict[str, str], config: PipelineConfig) -> UDASelection:
     """Score each candidate checkpoint without target labels and choose ``uda`` (see the module docstring)."""
-    from uda3d.adaptation.selection import (
-        CandidateScore,
-        augmented_source_error,
-        augmented_source_set,
-        choose_by_source_psnr,
-    )
+    from uda3d.adaptation.selection import augmented_source_error, augmented_source_set, choose_by_source_psnr
     from uda3d.data.datasets import paired_dataset
     from uda3d.evaluation import evaluate_generator, load_generator
 
@@ -365,8 +438,7 @@ def select_uda(candidates: dict[str, str], config: PipelineConfig) -> dict[str, 
                                           Path(config.workdir) / "cache")
         scores.append(CandidateScore(name, augmented_source_error(generator, augmented), source_val.mean["psnr"]))
     chosen, reason = choose_by_source_psnr(scores)
-    return {"chosen": chosen, "reason": reason, "scores": [asdict(s) for s in scores],
-            "rule": SELECTION_RULE}
+    return UDASelection(chosen, reason, tuple(scores))
 
 
 def evaluate_methods(models: dict[str, str], dataroot: str | Path, split: str, preprocess: PreprocessConfig,

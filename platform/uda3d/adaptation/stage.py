@@ -95,6 +95,12 @@ class AdaptOutcome:
         return {"checkpoint": self.checkpoint, "mlflow_run_id": self.mlflow_run_id, "decision": self.decision,
                 "history": self.history}
 
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> AdaptOutcome:
+        """Back from ``to_json`` (the stage ledger's record, on ``--resume``)."""
+        return cls(checkpoint=value["checkpoint"], decision=value["decision"], history=value["history"],
+                   mlflow_run_id=value["mlflow_run_id"])
+
 
 def run_adapt(spec: AdaptSpec) -> AdaptOutcome:
     """Adapt the backbone to the target site under the guards; returns the kept model and the story."""
