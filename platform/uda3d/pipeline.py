@@ -1,6 +1,6 @@
 """``uda3d pipeline``: every stage on a BraTS-layout root, with or without target T1, ending in one honest report.
 
-Before the first stage, ``uda3d.root_plan`` checks the root once and prints what each optional part
+Before the first stage, ``uda3d.root_plan`` checks the root once and logs what each optional part
 needs and whether it is there. Then: backbone (domain1) -> robust fine-tune of it (random
 input-intensity augmentation) and the budget-matched control ``source_ft`` (the same fine-tune
 without it) and ``ttt_joint`` (with the auxiliary cross-contrast task) -> slice store + slice VAE
