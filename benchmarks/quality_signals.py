@@ -37,7 +37,7 @@ from uda3d.inference import InferenceModel, synthesize
 from uda3d.io.tables import write_csv
 from uda3d.metrics.image import volume_metrics
 from uda3d.metrics.summary import spearman
-from uda3d.training.backbone_run import inference_record
+from uda3d.training.backbone_stage import inference_record
 from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
 
 RESULTS = Path(__file__).parent / "results"

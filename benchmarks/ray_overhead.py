@@ -20,11 +20,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from uda3d.cohort.generate import CohortConfig, generate_cohort
-from uda3d.config import BackboneConfig, PreprocessConfig, ScalingOptions
+from uda3d.config import BackboneConfig, PreprocessConfig, ScalingOptions, StageRun
 from uda3d.data.datasets import paired_dataset
 from uda3d.data.layout import discover
 from uda3d.data.prepare import preprocess_root
-from uda3d.training.backbone_run import BackboneRun, run_backbone
+from uda3d.training.backbone_stage import BackboneSpec, run_backbone
 from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
 
 
@@ -56,8 +56,9 @@ def main() -> None:
         plain = history[-1]["fit_elapsed_s"]
 
         start = time.perf_counter()
-        result = run_backbone(BackboneRun(dataroot=str(root), workdir=str(work), backbone=config, preprocess=pre,
-                                          scaling=ScalingOptions(num_workers=1), progress=False))
+        stage = StageRun(dataroot=str(root), workdir=str(work), preprocess=pre, scaling=ScalingOptions(num_workers=1),
+                         run_name="backbone", progress=False)
+        result = run_backbone(BackboneSpec(stage=stage, backbone=config))
         total = time.perf_counter() - start
         ray_loop = result.metrics["fit_elapsed_s"]
         print(f"{len(train)} training volumes of {tuple(train[0]['input'].shape)}, {args.epochs} epochs, "

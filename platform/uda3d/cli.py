@@ -235,8 +235,8 @@ def _robust_config(args: argparse.Namespace):
 
 
 def cmd_train_backbone(args: argparse.Namespace) -> int:
-    from uda3d.config import BackboneConfig
-    from uda3d.training.backbone_run import BackboneRun, run_backbone
+    from uda3d.config import BackboneConfig, StageRun
+    from uda3d.training.backbone_stage import BackboneSpec, run_backbone
 
     backbone = BackboneConfig(generator=args.generator, ngf=args.ngf, ndf=args.ndf, n_layers_d=args.n_layers_d,
                               lr=args.lr, epochs=args.epochs, epochs_decay=args.epochs_decay,
@@ -244,12 +244,12 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
                               augment=not args.no_augment,
                               robust_augment=args.robust_augment, robust=_robust_config(args),
                               spatial_augment=args.spatial_augment, aux_weight=args.aux_weight, seed=args.seed)
-    run = BackboneRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone=backbone,
-                      init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
-                      preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
-                      source_domain=args.source_domain, run_name=args.run_name, resume=args.resume,
-                      progress=not args.quiet, verbose=args.verbose)
-    result = run_backbone(run)
+    stage = StageRun(dataroot=str(args.dataroot), workdir=str(args.workdir), preprocess=_preprocess_config(args),
+                     scaling=_scaling_options(args), tracking=_tracking(args), run_name=args.run_name,
+                     resume=args.resume, progress=not args.quiet, verbose=args.verbose)
+    spec = BackboneSpec(stage=stage, backbone=backbone, source_domain=args.source_domain,
+                        init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None)
+    result = run_backbone(spec)
     _print_result("backbone", result, [k for k in result.metrics if k.startswith("val_")])
     return 0
 
@@ -271,34 +271,35 @@ def cmd_slices(args: argparse.Namespace) -> int:
 
 
 def cmd_train_vae(args: argparse.Namespace) -> int:
-    from uda3d.config import VAEConfig
-    from uda3d.training.vae_run import VAERun, run_vae
+    from uda3d.config import StageRun, VAEConfig
+    from uda3d.training.vae_stage import VAESpec, run_vae
 
     vae = VAEConfig(gf_dim=args.gf_dim, latent_channels=args.latent_channels, kl_weight=args.kl_weight,
                     lr=args.lr, epochs=args.epochs, seed=args.seed)
-    run = VAERun(store=str(args.store), workdir=str(args.workdir), vae=vae, scaling=_scaling_options(args),
-                 tracking=_tracking(args), train_split=f"{args.domain}_train", val_split=f"{args.domain}_val",
-                 run_name=args.run_name, resume=args.resume, progress=not args.quiet, verbose=args.verbose)
-    result = run_vae(run)
+    stage = StageRun(dataroot="", workdir=str(args.workdir), scaling=_scaling_options(args), tracking=_tracking(args),
+                     run_name=args.run_name, resume=args.resume, progress=not args.quiet, verbose=args.verbose)
+    spec = VAESpec(stage=stage, store=str(args.store), vae=vae, train_split=f"{args.domain}_train",
+                   val_split=f"{args.domain}_val")
+    result = run_vae(spec)
     _print_result("VAE", result, ["recon_mse", "kl_per_element", "val_recon_mse", "val_mse_mean_slice"])
     return 0
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from uda3d.adaptation.run import AdaptRun, run_adapt
-    from uda3d.config import AdaptConfig
+    from uda3d.adaptation.stage import AdaptSpec, run_adapt
+    from uda3d.config import AdaptConfig, StageRun
 
     adapt = AdaptConfig(ele_percent=args.ele_percent, kl_weight=args.kl_weight, lr=args.lr, epochs=args.epochs,
                         target_subjects=args.target_subjects, slice_order=args.slice_order,
                         source_step=not args.no_source_step, prior=args.prior, amp=args.amp,
                         checkpointing=args.checkpointing, seed=args.seed)
     guards = _guards(args)
-    run = AdaptRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone_checkpoint=str(args.backbone),
-                   vae_checkpoint=str(args.vae), adapt=adapt, guards=guards, preprocess=_preprocess_config(args),
-                   scaling=_scaling_options(args), tracking=_tracking(args), source_domain=args.source_domain,
-                   target_domain=args.target_domain, run_name=args.run_name, resume=args.resume,
-                   progress=not args.quiet, verbose=args.verbose)
-    outcome = run_adapt(run)
+    stage = StageRun(dataroot=str(args.dataroot), workdir=str(args.workdir), preprocess=_preprocess_config(args),
+                     scaling=_scaling_options(args), tracking=_tracking(args), run_name=args.run_name,
+                     resume=args.resume, progress=not args.quiet, verbose=args.verbose)
+    spec = AdaptSpec(stage=stage, backbone_checkpoint=str(args.backbone), vae_checkpoint=str(args.vae), adapt=adapt,
+                     guards=guards, source_domain=args.source_domain, target_domain=args.target_domain)
+    outcome = run_adapt(spec)
     print(f"{'epoch':>5}{'objective':>12}{'source-val PSNR':>17}{'target-test PSNR (eval only)':>30}")
     for h in outcome.history:
         target = h.get("eval_target_test_psnr")
@@ -347,7 +348,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         supervised_epochs=args.supervised_epochs, robust_epochs=args.robust_epochs, slice_size=args.slice_size,
         preprocess=_preprocess_config(args), scaling=_scaling_options(args), tracking=_tracking(args),
         register_as=args.register_as, device=args.device, resume=args.resume, progress=not args.quiet)
-    report = run_pipeline(config)
+    report = run_pipeline(config).to_json()
     print(format_table(report))
     print(f"uda (label-free choice): {report['uda']['selection']['reason']}")
     print(f"method_kl guard: {report['method_kl']['guard']['reason']}")
@@ -404,14 +405,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _tune_run(args: argparse.Namespace, space, kind: str):
-    from uda3d.tuning.tune import TuneRun
+    from uda3d.config import ScalingOptions, StageRun
+    from uda3d.tuning.tune import TuneSpec
 
     guards = _guards(args)
-    return TuneRun(space=space, dataroot=str(args.dataroot), workdir=str(args.workdir),
-                   backbone_checkpoint=str(args.backbone), vae_checkpoint=str(args.vae), guards=guards,
-                   preprocess=_preprocess_config(args), tracking=_tracking(args),
-                   registered_model=getattr(args, "register_as", "uda3d-adapted"), address=args.address,
-                   resume=args.resume, kind=kind)
+    stage = StageRun(dataroot=str(args.dataroot), workdir=str(args.workdir), preprocess=_preprocess_config(args),
+                     scaling=ScalingOptions(address=args.address), tracking=_tracking(args), resume=args.resume)
+    return TuneSpec(stage=stage, space=space, backbone_checkpoint=str(args.backbone), vae_checkpoint=str(args.vae),
+                    guards=guards, registered_model=getattr(args, "register_as", "uda3d-adapted"), kind=kind)
 
 
 def _interrupted(kind: str, summary: dict) -> int:

@@ -17,6 +17,7 @@ import math
 import numbers
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 from uda3d.errors import ConfigError
@@ -771,3 +772,55 @@ class CompareConfig:
         if self.fallback_method not in CANDIDATES:
             raise ConfigError("--fallback-method", f"expected one of {sorted(CANDIDATES)}, got "
                                                    f"{self.fallback_method!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRun:
+    """What every stage's run shares: its data, its folder, how it scales and is tracked, and how it reports.
+
+    Composed into each stage's spec (``BackboneSpec``, ``VAESpec``, ``AdaptSpec``, ``TuneSpec``);
+    the spec travels whole from the driver to the Ray workers (``train_loop_config``).
+
+    Attributes:
+        dataroot: the BraTS-layout root the stage reads ("" for a stage that reads a slice store).
+        workdir: where the stage writes (``ray_results/``, ``cache/``, its outputs).
+        preprocess: how volumes become network inputs.
+        scaling: Ray Train workers and the cluster address.
+        tracking: where MLflow runs go (``uri=None``: no tracking).
+        run_name: the Ray and MLflow run's name (its folder under ``ray_results/``).
+        resume: continue the run of that name from its last checkpoint.
+        progress: show progress bars (rank 0).
+        verbose: keep Ray's INFO logs.
+    """
+
+    dataroot: str
+    workdir: str
+    preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
+    scaling: ScalingOptions = dataclasses.field(default_factory=ScalingOptions)
+    tracking: TrackingConfig = dataclasses.field(default_factory=lambda: TrackingConfig(uri=None))
+    run_name: str = "run"
+    resume: bool = False
+    progress: bool = True
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        check_fields(self, option_names=True)
+        if not self.workdir:
+            raise ConfigError("--workdir", "expected a folder, got an empty path")
+        if not self.run_name:
+            raise ConfigError("--run-name", "expected a name, got an empty one")
+
+    def resolved(self) -> StageRun:
+        """The same run with absolute ``dataroot`` and ``workdir``, as the driver hands it to workers."""
+        return dataclasses.replace(self, dataroot=str(Path(self.dataroot).resolve()) if self.dataroot else "",
+                                   workdir=str(Path(self.workdir).resolve()))
+
+    @property
+    def storage_path(self) -> str:
+        """Ray's storage: ``WORKDIR/ray_results`` (absolute)."""
+        return str((Path(self.workdir) / "ray_results").resolve())
+
+    @property
+    def cache_dir(self) -> str:
+        """The preprocessing cache: ``WORKDIR/cache`` (absolute)."""
+        return str((Path(self.workdir) / "cache").resolve())

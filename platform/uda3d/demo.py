@@ -121,7 +121,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
         adapt=config.adapt, supervised_epochs=config.supervised_epochs, robust_epochs=config.robust_epochs,
         slice_size=config.slice_size,
         preprocess=pre, scaling=demo_scaling(config.address),
-        tracking=tracking, progress=progress))
+        tracking=tracking, progress=progress)).to_json()
     print(format_table(result))
     print(f"  uda (label-free choice): {result['uda']['selection']['reason']}")
     print(f"  method_kl guard: {result['method_kl']['guard']['reason']}")
@@ -152,13 +152,14 @@ def demo_tune(config: DemoConfig, report: dict, tracking) -> dict:
     """``search_spaces/demo.yaml`` over the pipeline's backbone and VAE (``config.tune_trials`` trials)."""
     import dataclasses
 
+    from uda3d.config import ScalingOptions, StageRun
     from uda3d.tuning.space import load_space
     from uda3d.tuning.study import shipped_space
-    from uda3d.tuning.tune import TuneRun, run_tune
+    from uda3d.tuning.tune import TuneSpec, run_tune
 
     space = dataclasses.replace(load_space(shipped_space("demo")), num_samples=config.tune_trials)
     shutil.rmtree(config.workdir / "tune", ignore_errors=True)
-    return run_tune(TuneRun(space=space, dataroot=str(config.workdir / "cohort"), workdir=str(config.workdir),
-                            backbone_checkpoint=report["runs"]["backbone"]["checkpoint"],
-                            vae_checkpoint=report["runs"]["vae"]["checkpoint"], tracking=tracking,
-                            address=config.address))
+    stage = StageRun(dataroot=str(config.workdir / "cohort"), workdir=str(config.workdir),
+                     scaling=ScalingOptions(address=config.address), tracking=tracking)
+    return run_tune(TuneSpec(stage=stage, space=space, backbone_checkpoint=report["runs"]["backbone"]["checkpoint"],
+                             vae_checkpoint=report["runs"]["vae"]["checkpoint"]))

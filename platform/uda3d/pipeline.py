@@ -1,6 +1,6 @@
 """``uda3d pipeline``: every stage on a BraTS-layout root, with or without target T1, ending in one honest report.
 
-Before the first stage, ``uda3d.root_plan`` checks the root once and prints what each optional part
+Before the first stage, ``uda3d.root_plan`` checks the root once and logs what each optional part
 needs and whether it is there. Then: backbone (domain1) -> robust fine-tune of it (random
 input-intensity augmentation) and the budget-matched control ``source_ft`` (the same fine-tune
 without it) and ``ttt_joint`` (with the auxiliary cross-contrast task) -> slice store + slice VAE
@@ -27,10 +27,12 @@ config and reruns from the first changed one (``uda3d.stage_ledger``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from uda3d.adaptation.selection import CandidateScore
 from uda3d.config import (
     JOINT_AUX_WEIGHT,
     AdaptConfig,
@@ -39,6 +41,7 @@ from uda3d.config import (
     HarmoniserConfig,
     PreprocessConfig,
     ScalingOptions,
+    StageRun,
     TrackingConfig,
     VAEConfig,
 )
@@ -46,6 +49,11 @@ from uda3d.data.layout import discover
 from uda3d.inference import resolve_device
 from uda3d.io.tables import write_json
 from uda3d.root_plan import SCORE_SPLIT, RootPlan, plan_root
+
+if TYPE_CHECKING:
+    from uda3d.adaptation.stage import AdaptOutcome
+
+log = logging.getLogger(__name__)
 
 METHODS = ("no_adaptation", "source_ft", "uda", "method_kl", "supervised")
 BASELINE, CONTROL = "no_adaptation", "source_ft"
@@ -84,6 +92,87 @@ class PipelineConfig:
     progress: bool = True
 
 
+@dataclass(frozen=True)
+class UDASelection:
+    """The label-free choice of ``uda``: the chosen candidate, why, and what each candidate scored."""
+
+    chosen: str
+    reason: str
+    scores: tuple[CandidateScore, ...]
+    rule: str = SELECTION_RULE
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "reason": self.reason, "scores": [asdict(s) for s in self.scores],
+                "rule": self.rule}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> UDASelection:
+        """Back from ``to_json`` (the stage ledger's record, on ``--resume``)."""
+        return cls(value["chosen"], value["reason"], tuple(CandidateScore(**s) for s in value["scores"]),
+                   value["rule"])
+
+
+NOTES = ("Metrics inside the brain mask at data range 1 (psnr/ssim/mae); the method's whole-volume convention as "
+         "psnr_method/ssim_method. Target T1 is read only for the supervised bound, the scores and the "
+         "quality-vs-PSNR check, never for adaptation, selection or stopping.")
+
+
+@dataclass(frozen=True)
+class PipelineReport:
+    """What ``run_pipeline`` found; ``to_json()`` is ``WORKDIR/report.json``.
+
+    Attributes:
+        dataroot: the root the pipeline ran on.
+        plan, skipped: the root check's lines, and each skipped part with its reason.
+        adaptation_split: the target split adapted on (inputs only).
+        selection, uda_checkpoint: the label-free choice of ``uda`` and its checkpoint.
+        method_kl: the latent-KL adaptation's outcome (guard decision, history, kept checkpoint).
+        adapt_config: the adaptation's settings.
+        synthesis: the synthesized targets (``synthesize_targets``).
+        runs: every trained model's checkpoint and MLflow run.
+        scores: ``evaluate_methods`` on the scored split (only with target T1).
+        quality_vs_psnr: each quality estimate against the true PSNR (only with target T1).
+        registered_model: the MLflow model ``uda`` was registered as (only when tracking).
+    """
+
+    dataroot: str
+    plan: tuple[str, ...]
+    skipped: dict[str, str]
+    adaptation_split: str
+    selection: UDASelection
+    uda_checkpoint: str
+    method_kl: AdaptOutcome
+    adapt_config: AdaptConfig
+    synthesis: dict[str, Any]
+    runs: dict[str, dict[str, Any]]
+    scores: dict[str, Any] | None = None
+    quality_vs_psnr: dict[str, Any] | None = None
+    registered_model: dict[str, Any] | None = None
+    notes: str = NOTES
+
+    def to_json(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "dataroot": self.dataroot, "plan": list(self.plan), "skipped": self.skipped,
+            "adaptation_split": self.adaptation_split,
+            "uda": {"selection": self.selection.to_json(), "checkpoint": self.uda_checkpoint},
+            "method_kl": {"guard": self.method_kl.decision, "config": asdict(self.adapt_config),
+                          "checkpoint": self.method_kl.checkpoint},
+            "synthesis": self.synthesis,
+            "adaptation_history": self.method_kl.history,
+            "runs": self.runs,
+        }
+        if self.scores is not None:  # each method's scores join its entry; the rest are keys of their own
+            for key, value in self.scores.items():
+                report[key] = {**report[key], **value} if key in report and isinstance(value, dict) else value
+            report["spearman_objective_vs_target_psnr"] = self.method_kl.decision["spearman_objective_vs_target_psnr"]
+        if self.quality_vs_psnr is not None:
+            report["quality_vs_psnr"] = self.quality_vs_psnr
+        if self.registered_model is not None:
+            report["registered_model"] = self.registered_model
+        report["notes"] = self.notes
+        return report
+
+
 def _trained(result) -> dict[str, Any]:
     return {"checkpoint": result.checkpoint, "mlflow_run_id": result.mlflow_run_id}
 
@@ -92,108 +181,106 @@ def _checkpoint_exists(record: dict[str, Any]) -> list[str]:
     return [record["checkpoint"]]
 
 
-def run_pipeline(config: PipelineConfig) -> dict[str, Any]:
-    """Run every stage the root allows and write the report; returns it."""
+def run_pipeline(config: PipelineConfig) -> PipelineReport:
+    """Run every stage the root allows and write the report (``WORKDIR/report.json``); returns it."""
+    from uda3d.adaptation.stage import AdaptOutcome
     from uda3d.stage_ledger import StageLedger
 
     plan = plan_root(config.dataroot)
-    print("  root check:")
+    log.info("  root check:")
     for line in plan.lines():
-        print(f"    {line}")
+        log.info(f"    {line}")
     workdir = Path(config.workdir)
     ledger = StageLedger(workdir, config.resume)
     parent = _parent_run(config, ledger)
     tracking = dataclasses.replace(config.tracking, parent_run_id=parent) if parent else config.tracking
     models = train_models(config, plan, ledger, tracking)
-    print("  label-free choice of uda: the highest source-val PSNR among the candidates")
+    log.info("  label-free choice of uda: the highest source-val PSNR among the candidates")
     candidates = {"no_adaptation": models["backbone"]["checkpoint"], "robust": models["robust"]["checkpoint"],
                   "robust+harmoniser": models["robust+harmoniser"]["checkpoint"],
                   "ttt_joint": models["ttt_joint"]["checkpoint"]}
-    selection = ledger.run("select", {"dataroot": config.dataroot}, ("backbone", "robust", "harmoniser", "ttt_joint"),
-                           lambda resume: select_uda(candidates, config))
-    chosen = candidates[selection["chosen"]]
-    print(f"  synthesis: a T1, an uncertainty map and quality estimates for every subject of "
-          f"{', '.join(plan.target_splits)} with uda ({selection['chosen']})")
+    selection = UDASelection.from_json(ledger.run(
+        "select", {"dataroot": config.dataroot}, ("backbone", "robust", "harmoniser", "ttt_joint"),
+        lambda resume: select_uda(candidates, config).to_json()))
+    chosen = candidates[selection.chosen]
+    log.info(f"  synthesis: a T1, an uncertainty map and quality estimates for every subject of "
+             f"{', '.join(plan.target_splits)} with uda ({selection.chosen})")
     members = [m["checkpoint"] for name, m in models.items()
                if name in ENSEMBLE and m["checkpoint"] != chosen]
     synthesis = ledger.run("synthesis", {"splits": plan.target_splits, "dataroot": config.dataroot},
                            ("select", "source_ft"),
                            lambda resume: synthesize_targets(chosen, plan, config, members),
                            outputs=lambda r: [row["t1_file"] for rows in r["splits"].values() for row in rows])
-    report: dict[str, Any] = {
-        "dataroot": config.dataroot, "plan": plan.lines(), "skipped": plan.skipped(),
-        "adaptation_split": plan.adapt_split,
-        "uda": {"selection": selection, "checkpoint": chosen},
-        "method_kl": {"guard": models["adapt"]["decision"], "config": asdict(config.adapt),
-                      "checkpoint": models["adapt"]["checkpoint"]},
-        "synthesis": synthesis,
-        "adaptation_history": models["adapt"]["history"],
-        "runs": {name: {k: v for k, v in m.items() if k in ("checkpoint", "mlflow_run_id")}
-                 for name, m in models.items()},
-    }
+    scores = None
     if plan.available("scores"):
         evaluated = {"no_adaptation": models["backbone"]["checkpoint"],
                      "source_ft": models["source_ft"]["checkpoint"], "uda": chosen,
                      "method_kl": models["adapt"]["checkpoint"]}
         if "supervised" in models:
             evaluated["supervised"] = models["supervised"]["checkpoint"]
-        for key, value in evaluate_methods(evaluated, config.dataroot, SCORE_SPLIT, config.preprocess,
-                                           workdir, device=resolve_device(config.device)).items():
-            report[key] = {**report[key], **value} if key in report and isinstance(value, dict) else value
-        report["spearman_objective_vs_target_psnr"] = models["adapt"]["decision"]["spearman_objective_vs_target_psnr"]
-    if plan.available("quality_vs_psnr"):
-        report["quality_vs_psnr"] = quality_vs_psnr(chosen, plan, config, synthesis)
+        scores = evaluate_methods(evaluated, config.dataroot, SCORE_SPLIT, config.preprocess, workdir,
+                                  device=resolve_device(config.device))
+    quality = quality_vs_psnr(chosen, plan, config, synthesis) if plan.available("quality_vs_psnr") else None
+    registered = None
     if parent:
-        report["registered_model"] = ledger.run(
-            "register", {"name": config.register_as}, ("select",),
-            lambda resume: _register(tracking, parent, chosen, config.register_as, selection["chosen"]))
-    report["notes"] = ("Metrics inside the brain mask at data range 1 (psnr/ssim/mae); the method's whole-volume "
-                       "convention as psnr_method/ssim_method. Target T1 is read only for the supervised bound, the "
-                       "scores and the quality-vs-PSNR check, never for adaptation, selection or stopping.")
-    write_json(workdir / REPORT, report)
+        registered = ledger.run("register", {"name": config.register_as}, ("select",),
+                                lambda resume: _register(tracking, parent, chosen, config.register_as,
+                                                         selection.chosen))
+    report = PipelineReport(
+        dataroot=config.dataroot, plan=tuple(plan.lines()), skipped=plan.skipped(), adaptation_split=plan.adapt_split,
+        selection=selection, uda_checkpoint=chosen, method_kl=AdaptOutcome.from_json(models["adapt"]),
+        adapt_config=config.adapt, synthesis=synthesis,
+        runs={name: {k: v for k, v in m.items() if k in ("checkpoint", "mlflow_run_id")} for name, m in models.items()},
+        scores=scores, quality_vs_psnr=quality, registered_model=registered)
+    write_json(workdir / REPORT, report.to_json())
     if parent:
-        _log_to_parent(tracking, parent, workdir, report)
+        _log_to_parent(tracking, parent, workdir, report.to_json())
     return report
 
 
 def train_models(config: PipelineConfig, plan: RootPlan, ledger, tracking: TrackingConfig) -> dict[str, dict]:
     """Every training stage through the ledger: backbone, its fine-tunes, VAE, KL adaptation, harmoniser, bound."""
-    from uda3d.adaptation.run import AdaptRun, run_adapt
+    from uda3d.adaptation.stage import AdaptSpec, run_adapt
     from uda3d.config import SliceConfig
     from uda3d.data.slice_store import write_slice_store
-    from uda3d.training.backbone_run import BackboneRun, run_backbone
-    from uda3d.training.vae_run import VAERun, run_vae
+    from uda3d.training.backbone_stage import BackboneSpec, run_backbone
+    from uda3d.training.vae_stage import VAESpec, run_vae
 
     workdir = Path(config.workdir)
     ray_results = workdir / "ray_results"
-    common = {"workdir": str(workdir), "scaling": config.scaling, "tracking": tracking, "progress": config.progress}
+    stage = StageRun(dataroot=config.dataroot, workdir=str(workdir), preprocess=config.preprocess,
+                     scaling=config.scaling, tracking=tracking, progress=config.progress)
     data = {"dataroot": config.dataroot, "preprocess": asdict(config.preprocess)}
     models: dict[str, dict] = {}
+
+    def run_of(name: str, resume: bool) -> StageRun:
+        return dataclasses.replace(stage, run_name=name, resume=resume)
 
     def backbone_stage(name: str, backbone: BackboneConfig, init: str | None, upstream: tuple[str, ...] = (),
                        domain: str = "domain1") -> dict:
         return ledger.run(name, {**data, "backbone": asdict(backbone), "domain": domain}, upstream,
-                          lambda resume: _trained(run_backbone(BackboneRun(
-                              dataroot=config.dataroot, backbone=backbone, preprocess=config.preprocess,
-                              run_name=name, init_checkpoint=init, source_domain=domain, resume=resume, **common))),
+                          lambda resume: _trained(run_backbone(BackboneSpec(
+                              stage=run_of(name, resume), backbone=backbone, source_domain=domain,
+                              init_checkpoint=init))),
                           outputs=_checkpoint_exists, run_folder=ray_results / name)
 
-    print("  backbone: supervised 3D pix2pix on domain1_train")
+    log.info("  backbone: supervised 3D pix2pix on domain1_train")
     models["backbone"] = backbone_stage("backbone", config.backbone, None)
     start = models["backbone"]["checkpoint"]
     robust = dataclasses.replace(config.backbone, robust_augment=True, epochs=config.robust_epochs, epochs_decay=0,
                                  lr=config.backbone.lr * config.robust_lr_factor)
-    print(f"  robust fine-tune: {config.robust_epochs} epochs of random input-intensity augmentation on domain1_train")
+    log.info(f"  robust fine-tune: {config.robust_epochs} epochs of random input-intensity augmentation on "
+             "domain1_train")
     models["robust"] = backbone_stage("robust", robust, start, ("backbone",))
-    print(f"  source_ft control: the same {config.robust_epochs}-epoch fine-tune without robust augmentation")
+    log.info(f"  source_ft control: the same {config.robust_epochs}-epoch fine-tune without robust augmentation")
     models["source_ft"] = backbone_stage("source_ft", dataclasses.replace(robust, robust_augment=False), start,
                                          ("backbone",))
-    print("  ttt_joint: the same fine-tune with the auxiliary cross-contrast task (FLAIR/T2 rebuilt from a damaged "
-          "copy) beside T1")
+    log.info("  ttt_joint: the same fine-tune with the auxiliary cross-contrast task (FLAIR/T2 rebuilt from a damaged "
+             "copy) beside T1")
     models["ttt_joint"] = backbone_stage(
         "ttt_joint", dataclasses.replace(robust, robust_augment=False, aux_weight=JOINT_AUX_WEIGHT), start,
         ("backbone",))
-    print(f"  slices + VAE: {config.slice_size}^2 slices of domain1 T1")
+    log.info(f"  slices + VAE: {config.slice_size}^2 slices of domain1 T1")
     store = workdir / "slices"
     ledger.run("slices", {**data, "slice_size": config.slice_size}, (),
                lambda resume: {"store": str(write_slice_store(
@@ -202,33 +289,32 @@ def train_models(config: PipelineConfig, plan: RootPlan, ledger, tracking: Track
                    progress=config.progress).path)},
                outputs=lambda r: [r["store"]])
     models["vae"] = ledger.run("vae", {"vae": asdict(config.vae)}, ("slices",),
-                               lambda resume: _trained(run_vae(VAERun(store=str(store), vae=config.vae,
-                                                                      run_name="vae", resume=resume, **common))),
+                               lambda resume: _trained(run_vae(VAESpec(
+                                   stage=dataclasses.replace(run_of("vae", resume), dataroot=""), store=str(store),
+                                   vae=config.vae))),
                                outputs=_checkpoint_exists, run_folder=ray_results / "vae")
     a = config.adapt
-    print(f"  adaptation: latent KL on {plan.adapt_split} (inputs only), ele_percent {a.ele_percent}, lr {a.lr}, "
-          f"{a.epochs} epochs, {a.slice_order} slices, guards on")
+    log.info(f"  adaptation: latent KL on {plan.adapt_split} (inputs only), ele_percent {a.ele_percent}, lr {a.lr}, "
+             f"{a.epochs} epochs, {a.slice_order} slices, guards on")
 
     def adapt(resume: bool) -> dict:
-        outcome = run_adapt(AdaptRun(dataroot=config.dataroot, backbone_checkpoint=start,
-                                     vae_checkpoint=models["vae"]["checkpoint"], adapt=a, guards=config.guards,
-                                     preprocess=config.preprocess, run_name="adapt", target_split=plan.adapt_split,
-                                     resume=resume, **common))
-        return {"checkpoint": outcome.checkpoint, "mlflow_run_id": outcome.mlflow_run_id,
-                "decision": outcome.decision, "history": outcome.history}
+        return run_adapt(AdaptSpec(stage=run_of("adapt", resume), backbone_checkpoint=start,
+                                   vae_checkpoint=models["vae"]["checkpoint"], adapt=a, guards=config.guards,
+                                   target_split=plan.adapt_split)).to_json()
 
     models["adapt"] = ledger.run("adapt", {**data, "adapt": asdict(a), "guards": asdict(config.guards),
                                            "split": plan.adapt_split}, ("backbone", "vae"), adapt,
                                  outputs=_checkpoint_exists, run_folder=ray_results / "adapt")
     if plan.available("supervised"):
-        print(f"  supervised upper bound: fine-tune on labelled domain2_train for {config.supervised_epochs} epochs")
+        log.info(f"  supervised upper bound: fine-tune on labelled domain2_train for {config.supervised_epochs} "
+                 "epochs")
         models["supervised"] = backbone_stage(
             "supervised", dataclasses.replace(config.backbone, epochs=config.supervised_epochs, epochs_decay=0),
             start, ("backbone",), domain="domain2")
     else:
-        print(f"  supervised upper bound: skipped ({plan.skipped()['supervised']})")
-    print(f"  input harmoniser for the robust backbone: monotone curves fitted to {plan.adapt_split} inputs "
-          "(no labels)")
+        log.info(f"  supervised upper bound: skipped ({plan.skipped()['supervised']})")
+    log.info(f"  input harmoniser for the robust backbone: monotone curves fitted to {plan.adapt_split} inputs "
+             "(no labels)")
     models["robust+harmoniser"] = ledger.run(
         "harmoniser", {**data, "harmoniser": asdict(config.harmoniser), "split": plan.adapt_split}, ("robust",),
         lambda resume: {"checkpoint": harmonise(models["robust"]["checkpoint"], config, plan.adapt_split),
@@ -298,7 +384,7 @@ def _parent_run(config: PipelineConfig, ledger) -> str | None:
 def _register(tracking: TrackingConfig, run_id: str, checkpoint: str, name: str, chosen: str) -> dict[str, str]:
     from uda3d.serving import log_servable_model
 
-    print(f"  registering uda ({chosen}) as an MLflow pyfunc model: {name}")
+    log.info(f"  registering uda ({chosen}) as an MLflow pyfunc model: {name}")
     return log_servable_model(tracking, run_id, checkpoint, name, tags={"candidate": chosen})
 
 
@@ -337,14 +423,9 @@ def harmonise(checkpoint: str, config: PipelineConfig, target_split: str = "doma
     return str(out)
 
 
-def select_uda(candidates: dict[str, str], config: PipelineConfig) -> dict[str, Any]:
+def select_uda(candidates: dict[str, str], config: PipelineConfig) -> UDASelection:
     """Score each candidate checkpoint without target labels and choose ``uda`` (see the module docstring)."""
-    from uda3d.adaptation.selection import (
-        CandidateScore,
-        augmented_source_error,
-        augmented_source_set,
-        choose_by_source_psnr,
-    )
+    from uda3d.adaptation.selection import augmented_source_error, augmented_source_set, choose_by_source_psnr
     from uda3d.data.datasets import paired_dataset
     from uda3d.evaluation import evaluate_generator
     from uda3d.training.checkpoint import load_generator
@@ -359,8 +440,7 @@ def select_uda(candidates: dict[str, str], config: PipelineConfig) -> dict[str, 
                                           Path(config.workdir) / "cache")
         scores.append(CandidateScore(name, augmented_source_error(generator, augmented), source_val.mean["psnr"]))
     chosen, reason = choose_by_source_psnr(scores)
-    return {"chosen": chosen, "reason": reason, "scores": [asdict(s) for s in scores],
-            "rule": SELECTION_RULE}
+    return UDASelection(chosen, reason, tuple(scores))
 
 
 def evaluate_methods(models: dict[str, str], dataroot: str | Path, split: str, preprocess: PreprocessConfig,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Any
 
 from uda3d.errors import ConfigError
 from uda3d.io.atomic import atomic_file
+
+log = logging.getLogger(__name__)
 
 LEDGER = "stages.json"
 
@@ -72,14 +75,14 @@ class StageLedger:
         record = self.records.get(name)
         if self.resume and record and record["key"] == key and all(Path(p).exists() for p in outputs(record["result"])):
             if self.verbose:
-                print(f"  {name}: done earlier with the same config, skipped (--resume)")
+                log.info(f"  {name}: done earlier with the same config, skipped (--resume)")
             return record["result"]
         interrupted = bool(run_folder and run_folder.is_dir() and any(run_folder.iterdir()))
         if interrupted and (record is not None or not self.resume):
             shutil.rmtree(run_folder)  # a finished run with another config (or outputs gone): start over
             interrupted = False
         if interrupted and self.verbose:
-            print(f"  {name}: continuing the interrupted run from its last checkpoint")
+            log.info(f"  {name}: continuing the interrupted run from its last checkpoint")
         result = fn(interrupted)
         self.records[name] = {"key": key, "result": result}
         self._save()

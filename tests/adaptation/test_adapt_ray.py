@@ -45,8 +45,9 @@ def test_adapt_with_a_destructive_lr_keeps_a_safe_model(local_ray, tiny_cohort, 
 
 def test_adaptation_resumes_from_its_last_epoch_checkpoint(local_ray, tiny_cohort, tiny_trained, tmp_path):
     """The restore path a restarted worker group takes: checkpoint -> backbone, guard history, MLflow run."""
-    from uda3d.adaptation.run import AdaptRun, run_adapt
-    from uda3d.config import AdaptConfig, GuardConfig
+
+    from uda3d.adaptation.stage import AdaptSpec, run_adapt
+    from uda3d.config import AdaptConfig, GuardConfig, StageRun
     from uda3d.tracking import resolve_tracking
 
     backbone, vae = tiny_trained
@@ -54,10 +55,10 @@ def test_adaptation_resumes_from_its_last_epoch_checkpoint(local_ray, tiny_cohor
     guards = GuardConfig(max_source_drop=5.0, max_intensity_drift=1.0)
 
     def adapt(epochs: int, resume: bool):
-        return run_adapt(AdaptRun(dataroot=str(tiny_cohort), workdir=str(workdir), backbone_checkpoint=str(backbone),
-                                  vae_checkpoint=str(vae), adapt=AdaptConfig(lr=1e-3, epochs=epochs, ele_percent=90),
-                                  guards=guards, tracking=resolve_tracking(workdir, "uda3d"), resume=resume,
-                                  progress=False))
+        stage = StageRun(dataroot=str(tiny_cohort), workdir=str(workdir), tracking=resolve_tracking(workdir, "uda3d"),
+                         run_name="adapt", resume=resume, progress=False)
+        return run_adapt(AdaptSpec(stage=stage, backbone_checkpoint=str(backbone), vae_checkpoint=str(vae),
+                                   adapt=AdaptConfig(lr=1e-3, epochs=epochs, ele_percent=90), guards=guards))
 
     first = adapt(epochs=1, resume=False)
     second = adapt(epochs=2, resume=True)  # as if the first run had been cut short after epoch 1

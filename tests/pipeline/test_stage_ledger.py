@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -24,7 +25,8 @@ def test_stage_key_follows_config_and_upstream():
     assert stage_key({"lr": 1}, ("a",)) != stage_key({"lr": 1}, ("b",))
 
 
-def test_resume_skips_unchanged_stages_and_reruns_from_a_changed_one(tmp_path, capsys):
+def test_resume_skips_unchanged_stages_and_reruns_from_a_changed_one(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="uda3d.stage_ledger")
     calls: list = []
 
     def pipeline(ledger: StageLedger, lr: float) -> None:
@@ -39,7 +41,7 @@ def test_resume_skips_unchanged_stages_and_reruns_from_a_changed_one(tmp_path, c
     calls.clear()
     pipeline(StageLedger(tmp_path, resume=True), 0.1)
     assert calls == []
-    assert "backbone: done earlier with the same config, skipped (--resume)" in capsys.readouterr().out
+    assert "  backbone: done earlier with the same config, skipped (--resume)" in caplog.messages
     pipeline(StageLedger(tmp_path, resume=True), 0.2)  # adapt changed: it and report rerun, backbone does not
     assert [c[0] for c in calls] == ["adapt", "report"]
     assert json.loads((tmp_path / LEDGER).read_text())["stages"]["adapt"]["result"] == {"value": 2}

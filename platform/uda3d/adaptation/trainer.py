@@ -183,6 +183,39 @@ class AdaptTrainer:
         return sum(values) / len(values)
 
 
+def adaptation_trainer(backbone_state: dict[str, Any], vae_state: dict[str, Any], adapt: AdaptConfig,
+                       device: torch.device | str = "cpu", restored: dict[str, Any] | None = None,
+                       wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+                       rank: int = 0) -> AdaptTrainer:
+    """The adaptation trainer from a backbone checkpoint and a slice-VAE checkpoint (their loaded states).
+
+    The one way the adaptation stage's workers, the tune trials and the comparison start an adaptation.
+
+    Args:
+        backbone_state: a backbone checkpoint's state (``config``, ``generator``, ``discriminator``).
+        vae_state: a slice-VAE checkpoint's state (``config``, ``slice_size``, ``encoder``, ``slice_config``).
+        adapt: the adaptation's settings; its ``amp`` overrides the backbone's.
+        device: where the networks live.
+        restored: a later state of this adaptation (a restarted worker, a resumed trial) to go on from.
+        wrap: applied to each backbone network (e.g. Ray's ``prepare_model``).
+        rank: this process's rank.
+    """
+    import dataclasses
+
+    from uda3d.config import BackboneConfig, VAEConfig, from_dict
+    from uda3d.models.vae2d import SliceVAE
+
+    device = torch.device(device)
+    config = dataclasses.replace(from_dict(BackboneConfig, backbone_state["config"]), amp=adapt.amp)
+    backbone = Pix2PixTrainer.from_state(config, backbone_state, device, wrap=wrap, rank=rank)
+    if restored is not None:
+        backbone.load_state_dict(restored)
+    vae_config = from_dict(VAEConfig, vae_state["config"])
+    vae = SliceVAE(int(vae_state["slice_size"]), vae_config.gf_dim, vae_config.latent_channels)
+    vae.encoder.load_state_dict(vae_state["encoder"])
+    return AdaptTrainer(backbone, vae.encoder, from_dict(SliceConfig, vae_state["slice_config"]), adapt)
+
+
 def fit_adapt(trainer: AdaptTrainer, source_batches: Callable[[int], Iterable[Batch]],
               target_batches: Callable[[], Iterable[Batch]], source_val: Callable[[], Iterable[Batch]],
               references: Sequence[torch.Tensor], guards: GuardConfig,

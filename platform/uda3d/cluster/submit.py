@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -88,12 +89,22 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _write_stdout(text: str) -> None:
+    """The job's own output, passed through unchanged (not narration: not the logging module's)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def submit(address: str, entrypoint: str, runtime_env: dict[str, Any], wait: bool = True,
-           log: Callable[[str], None] = lambda line: print(line, end="", flush=True),
+           log: Callable[[str], None] | None = None,
            poll_s: float = 1.0) -> tuple[str, str]:
-    """Submit ``entrypoint``; with ``wait``, stream its logs until it ends. Returns (job id, status)."""
+    """Submit ``entrypoint``; with ``wait``, stream its logs until it ends. Returns (job id, status).
+
+    ``log`` receives each new piece of the job's log; by default it is written to ``sys.stdout`` as it comes.
+    """
     from ray.job_submission import JobSubmissionClient
 
+    log = log or _write_stdout
     env = dict(runtime_env)
     env_vars = dict(env.get("env_vars") or {})
     if os.environ.get("MLFLOW_TRACKING_URI"):

@@ -95,10 +95,11 @@ def adapt_latent(data: Data, base_state: dict, base_config: BackboneConfig, vae,
                  guards, target_split: str = "domain2_train", device: torch.device = CPU
                  ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The method's adaptation (or a prior variant) from ``base_state``; returns (generator, trace)."""
-    from uda3d.adaptation.trainer import AdaptTrainer, fit_adapt
+    from uda3d.adaptation.trainer import adaptation_trainer, fit_adapt
 
-    backbone = Pix2PixTrainer.from_state(base_config, base_state, device)
-    trainer = AdaptTrainer(backbone, copy.deepcopy(vae.model.encoder), slice_config, adapt)
+    trainer = adaptation_trainer({**base_state, "config": asdict(base_config)},
+                                 {**vae.state_dict(), "slice_config": asdict(slice_config)}, adapt, device)
+    backbone = trainer.backbone
     references = [item["target"][None] for item in data.items["domain1_train"]]
     history: list[dict[str, float]] = []
 

@@ -29,8 +29,10 @@ from uda3d.losses.cross_contrast import auxiliary_loss
 from uda3d.losses.pix2pix import generator_loss
 from uda3d.metrics.image import mean_metrics, volume_metrics
 from uda3d.models.factory import build_discriminator, build_generator
-from uda3d.models.ttt import auxiliary_task_parameters
+from uda3d.models.ttt import auxiliary_task_parameters, load_generator_state
 from uda3d.training.runtime import autocast, own_gradients, resolve_precision, unwrap
+
+CPU = torch.device("cpu")
 
 Report = Callable[[dict[str, float]], None]
 
@@ -85,26 +87,17 @@ class Pix2PixTrainer:
         self.use_checkpointing(config.checkpointing)
 
     @classmethod
-    def from_state(cls, config: BackboneConfig, init: dict | None = None,
-                   device: torch.device = torch.device("cpu")) -> Pix2PixTrainer:
-        """A trainer for ``config`` on ``device``, its networks loaded from a state when one is given.
+    def from_state(cls, config: BackboneConfig, init: dict | None = None, device: torch.device = CPU,
+                   wrap: Callable[[nn.Module], nn.Module] | None = None, rank: int = 0) -> Pix2PixTrainer:
+        """A trainer for ``config`` whose networks start from ``init`` (a checkpoint's state), if given.
 
-        Args:
-            config: the backbone config (the state's networks must fit it, except the auxiliary head).
-            init: a trainer state (``state_dict``) or checkpoint with ``generator`` and ``discriminator``;
-                ``None`` keeps the fresh networks. A plain backbone may start a joint (``aux_weight > 0``)
-                fine-tune: its generator loads into the larger one and the auxiliary head stays fresh.
-            device: where the networks live.
-
-        Returns:
-            The trainer, its optimisers and schedules fresh.
+        A plain backbone's generator may start a joint one (``aux_weight > 0``): the auxiliary head
+        it lacks keeps its fresh weights.
         """
-        from uda3d.models.ttt import load_generator_state
-
-        trainer = cls(config, device)
+        trainer = cls(config, device, wrap=wrap, rank=rank)
         if init is not None:
-            load_generator_state(trainer.generator, init["generator"])
-            trainer.discriminator.load_state_dict(init["discriminator"])
+            load_generator_state(unwrap(trainer.generator), init["generator"])
+            unwrap(trainer.discriminator).load_state_dict(init["discriminator"])
         return trainer
 
     def use_checkpointing(self, enabled: bool) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -16,6 +16,9 @@ from uda3d.config import ScalingOptions
 from uda3d.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S")  # a stage's spec
+C = TypeVar("C")  # its worker context
 
 LOOPBACK = "127.0.0.1"
 # How often Ray Train's controller polls its workers. Ray's 2 s default makes a worker that reports
@@ -137,24 +140,51 @@ def quiet_worker_logs(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def launch(worker, payload: dict, scaling: ScalingOptions, run_name: str, storage_path: str, verbose: bool = False,
-           datasets: dict | None = None, data_config=None) -> TrainResult:
-    """Run ``worker(payload)`` on a ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPUs).
+@dataclass(frozen=True)
+class WorkerContext:
+    """What only the driver knows, handed to every worker beside the spec.
 
-    Checkpoints go to ``storage_path/run_name`` (the two most recent are kept); ``max_failures``
-    restarts a failed worker group from the latest one. Raises the run's error if it failed.
+    Attributes:
+        run_folder: this run's folder under Ray's storage (checked against ``resume`` by ``run_folder``).
+        tags: the MLflow run's tags (git commit, stage, Python version, inputs' fingerprints, ...).
+    """
+
+    run_folder: str
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class StageJob(Generic[S, C]):
+    """A worker's whole input: the stage's validated spec and the driver's context (``train_loop_config``).
+
+    Ray pickles it to every worker as it is; a worker never reads a raw dict.
+    """
+
+    spec: S
+    context: C
+
+
+def launch(worker: Callable[[StageJob], None], job: StageJob, datasets: dict | None = None,
+           data_config=None) -> TrainResult:
+    """Run ``worker(job)`` on a ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPUs).
+
+    ``job.spec.stage`` (a ``StageRun``) gives the scaling, the run's name and storage and Ray's
+    verbosity. Checkpoints go to ``storage_path/run_name`` (the two most recent are kept);
+    ``max_failures`` restarts a failed worker group from the latest one. Raises the run's error if it failed.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    stage = job.spec.stage
+    scaling = stage.scaling
     ensure_ray(scaling.address, scaling.num_workers * scaling.cpus_per_worker)
     trainer = TorchTrainer(
-        worker, train_loop_config=payload, scaling_config=scaling_config(scaling),
+        worker, train_loop_config=job, scaling_config=scaling_config(scaling),
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
-        run_config=RunConfig(name=run_name, storage_path=storage_path,
+        run_config=RunConfig(name=stage.run_name, storage_path=stage.storage_path,
                              failure_config=FailureConfig(max_failures=scaling.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING")),
+                             logging_config=LoggingConfig(log_level="INFO" if stage.verbose else "WARNING")),
         datasets=datasets, dataset_config=data_config,
     )
     result = trainer.fit()

@@ -29,7 +29,7 @@ from typing import Any
 from uda3d.config import AdaptConfig
 from uda3d.errors import ConfigError
 from uda3d.tuning.space import SearchSpace
-from uda3d.tuning.tune import TuneRun
+from uda3d.tuning.tune import TuneSpec
 from uda3d.viz import param_label
 
 STUDIES = {"data-amount": "data_amount", "sensitivity": "sensitivity"}
@@ -180,7 +180,7 @@ def study_figure(path: str | Path, param: str, points: Sequence[Mapping[str, flo
     return save_figure(study_plot(param, points, metric, reference), path, title)
 
 
-def run_study(run: TuneRun) -> dict[str, Any]:
+def run_study(spec: TuneSpec) -> dict[str, Any]:
     """Run (or resume) the study's grid as Tune trials; write the tables and figures; return the summary."""
     from ray import tune
 
@@ -192,16 +192,16 @@ def run_study(run: TuneRun) -> dict[str, Any]:
     from uda3d.training.ray_runtime import ensure_ray
     from uda3d.tuning.tune import TUNE_SPLITS, _parent_run, build_tuner, trial_rows
 
-    space = run.space
+    run, space = spec.stage, spec.space
     data = load_data(run.dataroot, run.preprocess, Path(run.workdir) / "cache", TUNE_SPLITS, ("domain2_val",), "study")
     points, notes = keep_feasible(study_points(space), len(data.items["domain2_val"]))
     if not points:
         raise ConfigError("params", "; ".join(notes), space.source)
     configs = trial_configs(points, space.seeds)
-    reference = score(load_generator(run.backbone_checkpoint), data.items["domain2_test"])[0]["psnr"]
-    ensure_ray(run.address, space.cpus_per_trial * space.max_concurrent_trials)
-    parent_run_id = _parent_run(run)
-    results = build_tuner(run, parent_run_id, param_space={"point": tune.grid_search(configs)}).fit()
+    reference = score(load_generator(spec.backbone_checkpoint), data.items["domain2_test"])[0]["psnr"]
+    ensure_ray(run.scaling.address, space.cpus_per_trial * space.max_concurrent_trials)
+    parent_run_id = _parent_run(spec)
+    results = build_tuner(spec, parent_run_id, param_space={"point": tune.grid_search(configs)}).fit()
     if results.num_terminated + results.num_errors < len(configs):
         return {"study": space.name, "interrupted": True, "trials": results.num_terminated, "planned": len(configs)}
     names = [p.name for p in space.params]
@@ -209,7 +209,7 @@ def run_study(run: TuneRun) -> dict[str, Any]:
     rows = sorted(trial_rows(results, space), key=lambda r: (order.get(tuple(r[n] for n in names), len(order)),
                                                              r["seed"]))
     table = summarise_points(rows, names, space.metric)
-    folder = run.study_dir
+    folder = spec.study_dir
     base = baseline(space) if space.design == "one_at_a_time" else None
     figures = {}
     for name in names:

@@ -18,96 +18,111 @@ in the same MLflow child run).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from uda3d.config import AdaptConfig, GuardConfig, PreprocessConfig, TrackingConfig
+from uda3d.config import AdaptConfig, GuardConfig, StageRun, check_fields
 from uda3d.data.layout import discover
 from uda3d.errors import ConfigError
 from uda3d.io.atomic import atomic_file
 from uda3d.tuning.space import SearchSpace
+
+if TYPE_CHECKING:
+    from uda3d.training.ray_runtime import StageJob
 
 TUNE_SPLITS = ("domain1_train", "domain1_val", "domain2_val", "domain2_test")
 PARENT_FILE = "parent_run_id"
 
 
 @dataclass(frozen=True)
-class TuneRun:
-    """One study: the space, the models it adapts, where it writes."""
+class TuneSpec:
+    """One study: the space, the models it adapts, where it writes.
 
+    Attributes:
+        stage: what every stage's run shares (``scaling.address`` is the Ray cluster the trials run on;
+            ``run_name``, the other scaling options and ``progress`` are unused: the space sizes the trials).
+        space: the search space (or a study's grid).
+        backbone_checkpoint, vae_checkpoint: the models each trial adapts from.
+        guards: when a trial stops and which epoch it keeps.
+        registered_model: the MLflow registered model the champion joins.
+        kind: ``tune`` (a search) or ``study`` (a grid of research runs, ``uda3d.tuning.study``).
+    """
+
+    stage: StageRun
     space: SearchSpace
-    dataroot: str
-    workdir: str
     backbone_checkpoint: str
     vae_checkpoint: str
     guards: GuardConfig = field(default_factory=GuardConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=None))
     registered_model: str = "uda3d-adapted"
-    address: str | None = None
-    resume: bool = False
-    kind: str = "tune"          # "tune" (a search) or "study" (a grid of research runs, ``uda3d.tuning.study``)
+    kind: str = "tune"
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @property
     def study_dir(self) -> Path:
-        return (Path(self.workdir) / self.kind / self.space.name).resolve()
-
-    @property
-    def storage_path(self) -> str:
-        return str((Path(self.workdir) / "ray_results").resolve())
+        return (Path(self.stage.workdir) / self.kind / self.space.name).resolve()
 
 
-def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class TrialContext:
+    """What the study's driver found for every trial.
+
+    Attributes:
+        parent_run_id: the study's MLflow run, each trial's run nested under it.
+        splits: the splits a trial reads (``tune_splits``).
+        scored: whether target T1 lets a trial log the oracle.
+    """
+
+    parent_run_id: str | None
+    splits: tuple[str, ...]
+    scored: bool
+
+
+def adapt_trial(config: dict[str, Any], job: StageJob[TuneSpec, TrialContext]) -> None:
     """One Tune trial: adapt under the guards, reporting every epoch (with a checkpoint) to Tune and MLflow."""
     import ray.tune
     import torch
 
     from uda3d.adaptation.guards import EpochRecord, violation
     from uda3d.adaptation.selection import augmented_source_error, augmented_source_set
-    from uda3d.adaptation.trainer import AdaptProgress, AdaptTrainer, fit_adapt
-    from uda3d.config import BackboneConfig, SliceConfig, VAEConfig, from_dict
+    from uda3d.adaptation.trainer import AdaptProgress, adaptation_trainer, fit_adapt
+    from uda3d.config import from_dict
     from uda3d.data.in_memory import load_data
     from uda3d.evaluation import score
-    from uda3d.models.vae2d import SliceVAE
+    from uda3d.inference import resolve_device
     from uda3d.tracking import Tracker
     from uda3d.training.checkpoint import inference_meta, load_state, save_state
-    from uda3d.training.pix2pix import Pix2PixTrainer
 
-    torch.set_num_threads(max(1, int(payload["cpus_per_trial"])))
-    adapt = from_dict(AdaptConfig, {**payload["fixed"], **flat_config(config)})
-    guards = GuardConfig(**payload["guards"])
-    preprocess = from_dict(PreprocessConfig, payload["preprocess"])
-    data = load_data(payload["dataroot"], preprocess, Path(payload["cache_dir"]), tuple(payload["splits"]),
-                     ("domain2_val",), "tune")
+    spec, context = job.spec, job.context
+    run, space = spec.stage, spec.space
+    torch.set_num_threads(max(1, int(space.cpus_per_trial)))
+    adapt = from_dict(AdaptConfig, {**space.fixed, **flat_config(config)})
+    guards = spec.guards
+    data = load_data(run.dataroot, run.preprocess, Path(run.cache_dir), context.splits, ("domain2_val",), "tune")
     data.items["domain2_val"] = data.items["domain2_val"][: adapt.target_subjects]
-    from uda3d.inference import resolve_device
 
     # a trial given GPUs (resources.gpu in the space) trains on its GPU; Ray sets CUDA_VISIBLE_DEVICES for it
-    device = resolve_device("cuda" if payload.get("gpus_per_trial", 0) > 0 else "cpu", "resources.gpu")
-    state = load_state(payload["backbone_checkpoint"])
-    backbone = Pix2PixTrainer.from_state(from_dict(BackboneConfig, state["config"]), state, device)
+    device = resolve_device("cuda" if space.gpus_per_trial > 0 else "cpu", "resources.gpu")
+    state = load_state(spec.backbone_checkpoint)
     restored = _restored_trial_state()  # a resumed study: this trial goes on from its last epoch
-    if restored is not None:
-        backbone.load_state_dict(restored)
-    vae_state = load_state(payload["vae_checkpoint"])
-    vae_config = from_dict(VAEConfig, vae_state["config"])
-    vae = SliceVAE(int(vae_state["slice_size"]), vae_config.gf_dim, vae_config.latent_channels)
-    vae.encoder.load_state_dict(vae_state["encoder"])
-    trainer = AdaptTrainer(backbone, vae.encoder, from_dict(SliceConfig, vae_state["slice_config"]), adapt)
+    trainer = adaptation_trainer(state, load_state(spec.vae_checkpoint), adapt, device, restored=restored)
+    backbone = trainer.backbone
     selection = augmented_source_set(data.items["domain1_val"])
     references = [item["target"][None] for item in data.items["domain1_train"]]
 
-    context = ray.tune.get_context()
-    tracker = Tracker(TrackingConfig(**payload["tracking"]))
-    tracker.start(f"trial-{context.get_trial_id()}", params={"adapt": asdict(adapt), "guards": payload["guards"],
-                                                           "target_volumes": len(data.items["domain2_val"])},
-                  tags={"mlflow.parentRunId": payload["parent_run_id"] or "", "stage": payload["stage"],
-                        "study": payload["study"], "trial_id": context.get_trial_id()},
+    trial = ray.tune.get_context()
+    tracker = Tracker(run.tracking)
+    tracker.start(f"trial-{trial.get_trial_id()}", params={"adapt": asdict(adapt), "guards": asdict(guards),
+                                                         "target_volumes": len(data.items["domain2_val"])},
+                  tags={"mlflow.parentRunId": context.parent_run_id or "", "stage": f"{spec.kind}-trial",
+                        "study": space.name, "trial_id": trial.get_trial_id()},
                   run_id=(restored or {}).get("mlflow_run_id") or None)  # resumed: the same child run
 
     def report(metrics: dict[str, float]) -> None:
@@ -132,7 +147,7 @@ def adapt_trial(config: dict[str, Any], payload: dict[str, Any]) -> None:
                             checkpoint=ray.tune.Checkpoint.from_directory(tmp))
 
     def oracle() -> dict[str, float]:
-        if not payload["scored"]:  # no target T1: the oracle stays empty, the label-free metric still ranks
+        if not context.scored:  # no target T1: the oracle stays empty, the label-free metric still ranks
             return {"target_test_psnr": float("nan")}
         return {"target_test_psnr": score(backbone.generator, data.items["domain2_test"])[0]["psnr"]}
 
@@ -161,18 +176,18 @@ def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     return {**config.get("point", {}), **{k: v for k, v in config.items() if k != "point"}}
 
 
-def _parent_run(run: TuneRun) -> str | None:
+def _parent_run(spec: TuneSpec) -> str | None:
     """The study's MLflow parent run: created once, reused on ``--resume``."""
     from uda3d.tracking import Tracker
 
-    path = run.study_dir / PARENT_FILE
-    if run.resume and path.is_file():
+    path = spec.study_dir / PARENT_FILE
+    if spec.stage.resume and path.is_file():
         return path.read_text().strip() or None
-    tracker = Tracker(run.tracking)
-    run_id = tracker.start(f"study-{run.space.name}", params={"space": _jsonable(asdict(run.space)),
-                                                               "backbone_checkpoint": run.backbone_checkpoint,
-                                                               "vae_checkpoint": run.vae_checkpoint},
-                           tags={"stage": run.kind, "study": run.space.name})
+    tracker = Tracker(spec.stage.tracking)
+    run_id = tracker.start(f"study-{spec.space.name}", params={"space": _jsonable(asdict(spec.space)),
+                                                                "backbone_checkpoint": spec.backbone_checkpoint,
+                                                                "vae_checkpoint": spec.vae_checkpoint},
+                           tags={"stage": spec.kind, "study": spec.space.name})
     with atomic_file(path) as tmp:
         tmp.write_text(run_id or "")
     return run_id
@@ -192,24 +207,23 @@ def tune_splits(dataroot: str | Path) -> tuple[tuple[str, ...], bool]:
     return (TUNE_SPLITS if scored else tuple(s for s in TUNE_SPLITS if s != "domain2_test")), scored
 
 
-def _trainable(run: TuneRun, parent_run_id: str | None):
+def _trainable(spec: TuneSpec, parent_run_id: str | None):
     """``adapt_trial`` with everything but the sampled config bound, and the space's resources per trial."""
     from ray import tune
 
-    space = run.space
-    payload = {"dataroot": str(Path(run.dataroot).resolve()), "cache_dir": str((Path(run.workdir) / "cache").resolve()),
-               "backbone_checkpoint": str(Path(run.backbone_checkpoint).resolve()),
-               "vae_checkpoint": str(Path(run.vae_checkpoint).resolve()), "fixed": dict(space.fixed),
-               "guards": asdict(run.guards), "preprocess": asdict(run.preprocess), "tracking": asdict(run.tracking),
-               "parent_run_id": parent_run_id, "study": space.name, "stage": f"{run.kind}-trial",
-               "cpus_per_trial": space.cpus_per_trial, "gpus_per_trial": space.gpus_per_trial}
-    payload["splits"], payload["scored"] = tune_splits(run.dataroot)
-    return tune.with_resources(tune.with_parameters(adapt_trial, payload=payload),
-                               {"CPU": space.cpus_per_trial, "GPU": space.gpus_per_trial})
+    from uda3d.training.ray_runtime import StageJob
+
+    splits, scored = tune_splits(spec.stage.dataroot)
+    resolved = dataclasses.replace(spec, stage=spec.stage.resolved(),
+                                   backbone_checkpoint=str(Path(spec.backbone_checkpoint).resolve()),
+                                   vae_checkpoint=str(Path(spec.vae_checkpoint).resolve()))
+    job = StageJob(resolved, TrialContext(parent_run_id=parent_run_id, splits=splits, scored=scored))
+    return tune.with_resources(tune.with_parameters(adapt_trial, job=job),
+                               {"CPU": spec.space.cpus_per_trial, "GPU": spec.space.gpus_per_trial})
 
 
-def build_tuner(run: TuneRun, parent_run_id: str | None, param_space: dict[str, Any] | None = None):
-    """The ``Tuner`` for a fresh study, or the restored one (``run.resume``).
+def build_tuner(spec: TuneSpec, parent_run_id: str | None, param_space: dict[str, Any] | None = None):
+    """The ``Tuner`` for a fresh study, or the restored one (``spec.stage.resume``).
 
     Without ``param_space`` it is a search: the space's distributions sampled by Optuna (TPE or
     random, seeded) under ASHA or FIFO. A study passes its own ``param_space`` (a grid of points) and
@@ -223,10 +237,10 @@ def build_tuner(run: TuneRun, parent_run_id: str | None, param_space: dict[str, 
 
     from uda3d.tuning.space import to_tune
 
-    space = run.space
-    trainable = _trainable(run, parent_run_id)
-    folder = os.path.join(run.storage_path, space.name)
-    if run.resume:
+    space = spec.space
+    trainable = _trainable(spec, parent_run_id)
+    folder = os.path.join(spec.stage.storage_path, space.name)
+    if spec.stage.resume:
         if not tune.Tuner.can_restore(folder):
             raise ConfigError("--resume", f"no study to resume at {folder}")
         return tune.Tuner.restore(folder, trainable, resume_unfinished=True, resume_errored=True)
@@ -246,7 +260,7 @@ def build_tuner(run: TuneRun, parent_run_id: str | None, param_space: dict[str, 
         tune_config = tune.TuneConfig(metric=space.metric, mode=space.mode, scheduler=FIFOScheduler(),
                                       num_samples=1, max_concurrent_trials=space.max_concurrent_trials)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                      run_config=tune.RunConfig(name=space.name, storage_path=run.storage_path, verbose=0,
+                      run_config=tune.RunConfig(name=space.name, storage_path=spec.stage.storage_path, verbose=0,
                                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
 
 
@@ -281,14 +295,15 @@ def choose_best(rows: list[dict[str, Any]], space: SearchSpace) -> dict[str, Any
     return min(eligible, key=lambda r: sign * r[space.metric])
 
 
-def register_champion(run: TuneRun, best: dict[str, Any]) -> dict[str, Any]:
+def register_champion(spec: TuneSpec, best: dict[str, Any]) -> dict[str, Any]:
     """Log the best trial's model to its MLflow run as a servable pyfunc and register it with the alias ``champion``."""
     from uda3d.serving import log_servable_model
 
-    if run.tracking.uri is None or not best["mlflow_run_id"]:
+    tracking = spec.stage.tracking
+    if tracking.uri is None or not best["mlflow_run_id"]:
         return {}
-    return log_servable_model(run.tracking, best["mlflow_run_id"], best["checkpoint"], run.registered_model,
-                              alias="champion", tags={"study": run.space.name})
+    return log_servable_model(tracking, best["mlflow_run_id"], best["checkpoint"], spec.registered_model,
+                              alias="champion", tags={"study": spec.space.name})
 
 
 # What a trial reports that no target T1 went into: the metrics `uda3d tune` may choose a champion by.
@@ -305,54 +320,56 @@ def check_selection_metric(space: SearchSpace) -> None:
                                 "may measure target_test_psnr)", space.source)
 
 
-def run_tune(run: TuneRun) -> dict[str, Any]:
+def run_tune(spec: TuneSpec) -> dict[str, Any]:
     """Run (or resume) the study; writes ``WORKDIR/tune/NAME/{trials.csv,summary.json}`` and returns the summary."""
     from uda3d.data.in_memory import load_data
     from uda3d.metrics.summary import spearman
     from uda3d.tracking import Tracker, finish_open_runs
     from uda3d.training.ray_runtime import ensure_ray
 
-    check_selection_metric(run.space)
+    run = spec.stage
+    check_selection_metric(spec.space)
     load_data(run.dataroot, run.preprocess, Path(run.workdir) / "cache", tune_splits(run.dataroot)[0],
               ("domain2_val",), "tune")
-    ensure_ray(run.address, run.space.cpus_per_trial * run.space.max_concurrent_trials)
-    parent_run_id = _parent_run(run)
-    results = build_tuner(run, parent_run_id).fit()
-    if results.num_terminated + results.num_errors < run.space.num_samples:
+    ensure_ray(run.scaling.address, spec.space.cpus_per_trial * spec.space.max_concurrent_trials)
+    parent_run_id = _parent_run(spec)
+    results = build_tuner(spec, parent_run_id).fit()
+    if results.num_terminated + results.num_errors < spec.space.num_samples:
         # Ctrl-C (Tune saves the study and returns early): nothing is chosen from a partial study
-        return {"study": run.space.name, "interrupted": True, "trials": results.num_terminated,
-                "planned": run.space.num_samples}
-    rows = trial_rows(results, run.space)
-    planned_epochs = int(run.space.fixed.get("epochs", AdaptConfig().epochs))
+        return {"study": spec.space.name, "interrupted": True, "trials": results.num_terminated,
+                "planned": spec.space.num_samples}
+    rows = trial_rows(results, spec.space)
+    planned_epochs = int(spec.space.fixed.get("epochs", AdaptConfig().epochs))
     # Runs a trial could not end itself: stopped by the scheduler, or cut by an interruption after its
     # last report (a resumed study then has nothing left to run for it).
-    stopped = {"stopped_early": f"by the {run.space.scheduler} scheduler"}
+    stopped = {"stopped_early": f"by the {spec.space.scheduler} scheduler"}
     finish_open_runs(run.tracking, {r["mlflow_run_id"]: stopped if r["epochs_run"] < planned_epochs else {}
                                     for r in rows if r["mlflow_run_id"]})
-    best = choose_best(rows, run.space)
-    registered = register_champion(run, best) if best else {}
-    rho = spearman([r[run.space.metric] for r in rows], [r["target_test_psnr"] for r in rows])
-    summary = {"study": run.space.name, "trials": len(rows), "planned": run.space.num_samples,
+    best = choose_best(rows, spec.space)
+    registered = register_champion(spec, best) if best else {}
+    rho = spearman([r[spec.space.metric] for r in rows], [r["target_test_psnr"] for r in rows])
+    summary = {"study": spec.space.name, "trials": len(rows), "planned": spec.space.num_samples,
                "best": best, "registered_model": registered, "parent_run_id": parent_run_id,
                "spearman_label_free_vs_target_psnr": rho,
                "stopped_early": sum(r["epochs_run"] < planned_epochs for r in rows),
                "rows": rows}
-    _write(run, summary)
+    _write(spec, summary)
     tracker = Tracker(run.tracking)
     if parent_run_id:
         tracker.start("", run_id=parent_run_id)
         tracker.log_metrics({"trials": len(rows), "spearman_label_free_vs_target_psnr": rho}, step=0)
-        tracker.log_artifact(run.study_dir / "trials.csv")
-        tracker.log_artifact(run.study_dir / "summary.json")
+        tracker.log_artifact(spec.study_dir / "trials.csv")
+        tracker.log_artifact(spec.study_dir / "summary.json")
         tracker.end()
     return summary
 
 
-def _write(run: TuneRun, summary: dict[str, Any]) -> None:
+def _write(spec: TuneSpec, summary: dict[str, Any]) -> None:
     from uda3d.io.tables import write_csv, write_json
 
-    write_csv(run.study_dir / "trials.csv", summary["rows"])
-    write_json(run.study_dir / "summary.json", summary)
+    write_csv(spec.study_dir / "trials.csv", summary["rows"])
+    write_json(spec.study_dir / "summary.json", summary)
 
 
-__all__ = ["TuneRun", "adapt_trial", "build_tuner", "choose_best", "register_champion", "run_tune", "trial_rows"]
+__all__ = ["TrialContext", "TuneSpec", "adapt_trial", "build_tuner", "choose_best", "register_champion", "run_tune",
+           "trial_rows"]

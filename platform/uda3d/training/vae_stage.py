@@ -11,43 +11,60 @@ of samples from the prior.
 
 from __future__ import annotations
 
+import dataclasses
 import platform as _platform
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from uda3d.config import ScalingOptions, TrackingConfig, VAEConfig, from_dict
+from uda3d.config import StageRun, VAEConfig, check_fields
 from uda3d.data.slice_store import SliceStore, open_slice_store, rank_volumes, steps_per_epoch
 from uda3d.errors import DataError
 from uda3d.progress import is_terminal
 from uda3d.tracking import ensure_experiment, git_commit
-from uda3d.training.ray_runtime import TrainResult
+from uda3d.training.ray_runtime import StageJob, TrainResult, WorkerContext
 
 RECON_FIGURE, PRIOR_FIGURE = "reconstructions.png", "prior_samples.png"
 MATERIALIZE_BELOW_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True)
-class VAERun:
-    """Everything one slice-VAE training needs."""
+class VAESpec:
+    """Everything one slice-VAE training needs.
 
+    Attributes:
+        stage: what every stage's run shares (its ``dataroot`` unused: the VAE reads ``store``).
+        store: the Parquet slice store (``uda3d slices``).
+        vae: the network and its training.
+        train_split, val_split: the store's splits trained and validated on.
+    """
+
+    stage: StageRun
     store: str
-    workdir: str
     vae: VAEConfig = field(default_factory=VAEConfig)
-    scaling: ScalingOptions = field(default_factory=ScalingOptions)
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(uri=None))
     train_split: str = "domain1_train"
     val_split: str = "domain1_val"
-    run_name: str = "vae"
-    resume: bool = False
-    progress: bool = True
-    verbose: bool = False
 
-    @property
-    def storage_path(self) -> str:
-        return str((Path(self.workdir) / "ray_results").resolve())
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class VAEContext(WorkerContext):
+    """What the VAE driver found for its workers, beside the run folder and tags.
+
+    Attributes:
+        val_ids: the store's validation volumes (rank 0 validates on them).
+        steps_per_epoch: DDP steps every rank takes per epoch.
+        baseline_mse: the mean-slice baseline's validation MSE.
+        train_volumes: how many volumes train.
+    """
+
+    val_ids: tuple[int, ...]
+    steps_per_epoch: int
+    baseline_mse: float
+    train_volumes: int
 
 
 def split_volumes(store: SliceStore, split: str) -> list[int]:
@@ -67,7 +84,7 @@ def store_volumes(store: SliceStore, volume_ids: list[int]):
         yield torch.from_numpy(values.reshape(-1, 1, size, size).copy())
 
 
-def run_vae(run: VAERun) -> TrainResult:
+def run_vae(spec: VAESpec) -> TrainResult:
     """Train the slice VAE on the store's ``train_split`` volumes with Ray Train + Ray Data."""
     import ray.data
     from ray.data import ExecutionOptions
@@ -77,13 +94,15 @@ def run_vae(run: VAERun) -> TrainResult:
     from uda3d.training.ray_runtime import ensure_ray, launch, run_folder
     from uda3d.training.vae import mean_slice_baseline
 
-    store = open_slice_store(run.store, verify=True)
-    train_ids, val_ids = split_volumes(store, run.train_split), split_volumes(store, run.val_split)
+    run = spec.stage
+
+    store = open_slice_store(spec.store, verify=True)
+    train_ids, val_ids = split_volumes(store, spec.train_split), split_volumes(store, spec.val_split)
     if not train_ids:
-        raise DataError(run.store, f"no volumes of split {run.train_split!r} in the slice store")
+        raise DataError(spec.store, f"no volumes of split {spec.train_split!r} in the slice store")
     world = run.scaling.num_workers
     if world > len(train_ids):
-        raise DataError(run.store, f"{len(train_ids)} training volumes cannot feed {world} workers (one volume "
+        raise DataError(spec.store, f"{len(train_ids)} training volumes cannot feed {world} workers (one volume "
                                    "per batch); use fewer --num-workers")
     folder = run_folder(run.storage_path, run.run_name, run.resume)
     ensure_experiment(run.tracking)
@@ -101,14 +120,14 @@ def run_vae(run: VAERun) -> TrainResult:
             expr=col("volume_index").is_in(ids))
         # A store that fits comfortably in the object store is read once, not once per epoch.
         datasets[f"train_rank{rank}"] = ds.materialize() if store_bytes < MATERIALIZE_BELOW_BYTES else ds
-    payload = {"store": str(Path(run.store).resolve()), "vae": asdict(run.vae), "tracking": asdict(run.tracking),
-               "run_name": run.run_name, "progress": run.progress, "verbose": run.verbose, "val_ids": val_ids,
-               "steps_per_epoch": steps_per_epoch(len(train_ids), world), "baseline_mse": baseline,
-               "train_volumes": len(train_ids),
-               "run_folder": str(folder),
-               "tags": {"git_commit": git_commit(Path(__file__).parent), "stage": "vae",
-                        "python": _platform.python_version(), "slice_store": str(Path(run.store).resolve())}}
-    return launch(vae_worker, payload, run.scaling, run.run_name, run.storage_path, run.verbose, datasets=datasets,
+    store_path = str(Path(spec.store).resolve())
+    context = VAEContext(
+        run_folder=str(folder), val_ids=tuple(val_ids), steps_per_epoch=steps_per_epoch(len(train_ids), world),
+        baseline_mse=baseline, train_volumes=len(train_ids),
+        tags={"git_commit": git_commit(Path(__file__).parent), "stage": "vae", "python": _platform.python_version(),
+              "slice_store": store_path})
+    job = StageJob(dataclasses.replace(spec, stage=run.resolved(), store=store_path), context)
+    return launch(vae_worker, job, datasets=datasets,
                   data_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)))
 
 
@@ -130,7 +149,7 @@ def _volume_batches(shard, slices_per_volume: int, size: int, steps: int):
         yield first
 
 
-def vae_worker(payload: dict[str, Any]) -> None:
+def vae_worker(job: StageJob[VAESpec, VAEContext]) -> None:
     """The per-rank VAE training loop (inside a Ray Train worker)."""
     import ray.data
     import ray.train
@@ -138,35 +157,36 @@ def vae_worker(payload: dict[str, Any]) -> None:
     from uda3d.training.ray_runtime import EpochReporter, quiet_worker_logs, restore_state, start_tracking
     from uda3d.training.vae import VAETrainer, fit_vae
 
-    quiet_worker_logs(payload["verbose"])
-    ray.data.DataContext.get_current().enable_progress_bars = (payload["progress"] and payload["verbose"]
-                                                               and is_terminal(sys.stderr))
-    config = from_dict(VAEConfig, payload["vae"])
-    store = open_slice_store(payload["store"])
+    spec, context = job.spec, job.context
+    run = spec.stage
+    quiet_worker_logs(run.verbose)
+    ray.data.DataContext.get_current().enable_progress_bars = run.progress and run.verbose and is_terminal(sys.stderr)
+    config = spec.vae
+    store = open_slice_store(spec.store)
     size, per_volume = store.slice_config.size, store.slices_per_volume
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
     trainer = VAETrainer(config, size, device, wrap=ray.train.torch.prepare_model)
-    restored = restore_state(device, payload["run_folder"])
+    restored = restore_state(device, context.run_folder)
     if restored is not None:
         trainer.load_state_dict(restored)
     params = {"vae": asdict(config), "slice_config": store.manifest["slice_config"],
-              "world_size": ctx.get_world_size(), "train_volumes": payload["train_volumes"]}
-    tracker, run_id = start_tracking(TrackingConfig(**payload["tracking"]), rank, payload["run_name"], params,
-                                     payload["tags"], restored, payload["run_folder"])
+              "world_size": ctx.get_world_size(), "train_volumes": context.train_volumes}
+    tracker, run_id = start_tracking(run.tracking, rank, run.run_name, params, context.tags, restored,
+                                     context.run_folder)
     report_epoch = EpochReporter(tracker, rank, run_id)
     shard = ray.train.get_dataset_shard(f"train_rank{rank}")
-    val_ids = payload["val_ids"]
+    val_ids = list(context.val_ids)
 
     def on_epoch_end(t: VAETrainer, metrics: dict[str, float]) -> None:
         if rank == 0:
-            metrics["val_mse_mean_slice"] = payload["baseline_mse"]
+            metrics["val_mse_mean_slice"] = context.baseline_mse
         report_epoch({**t.state_dict(), "slice_config": store.manifest["slice_config"]} if rank == 0 else {}, metrics)
 
-    fit_vae(trainer, lambda epoch: _volume_batches(shard, per_volume, size, payload["steps_per_epoch"]),
+    fit_vae(trainer, lambda epoch: _volume_batches(shard, per_volume, size, context.steps_per_epoch),
             (lambda: store_volumes(store, val_ids)) if rank == 0 and val_ids else None,
-            report=lambda m: None, on_epoch_end=on_epoch_end, progress=payload["progress"] and rank == 0)
+            report=lambda m: None, on_epoch_end=on_epoch_end, progress=run.progress and rank == 0)
     if rank == 0 and tracker.enabled:
         _log_figures(tracker, trainer, store, val_ids)
     tracker.end()
