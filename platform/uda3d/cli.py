@@ -17,24 +17,22 @@ from pathlib import Path
 from uda3d import cli_output as show
 from uda3d.cli_flags import config_from, tracking_from
 from uda3d.cli_parser import EXIT_BAD_INPUT, build_parser
+from uda3d.config import (
+    AdaptConfig,
+    BackboneConfig,
+    PreprocessConfig,
+    RobustAugmentConfig,
+    ScalingOptions,
+    SelfTrainConfig,
+    TTTConfig,
+    VAEConfig,
+)
 from uda3d.errors import ConfigError, Uda3dError
 
 __all__ = ["build_parser", "main"]
 
 
 # --- the configs and specs of each command (one function each) ------------------------------------
-
-def _preprocess(args: argparse.Namespace):
-    from uda3d.config import PreprocessConfig
-
-    return config_from(args, PreprocessConfig)
-
-
-def _scaling(args: argparse.Namespace):
-    from uda3d.config import ScalingOptions
-
-    return config_from(args, ScalingOptions)
-
 
 def _guards(args: argparse.Namespace):
     from uda3d.adaptation.guards import GuardConfig
@@ -43,7 +41,6 @@ def _guards(args: argparse.Namespace):
 
 
 def _backbone_run(args: argparse.Namespace):
-    from uda3d.config import BackboneConfig, RobustAugmentConfig
     from uda3d.training.backbone_run import BackboneRun
 
     low, high = args.robust_gamma
@@ -51,30 +48,28 @@ def _backbone_run(args: argparse.Namespace):
     backbone = config_from(args, BackboneConfig, robust=robust)
     return BackboneRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone=backbone,
                        init_checkpoint=str(args.init_checkpoint) if args.init_checkpoint else None,
-                       preprocess=_preprocess(args), scaling=_scaling(args), tracking=tracking_from(args),
-                       source_domain=args.source_domain, run_name=args.run_name, resume=args.resume,
-                       progress=not args.quiet, verbose=args.verbose)
+                       preprocess=config_from(args, PreprocessConfig), scaling=config_from(args, ScalingOptions),
+                       tracking=tracking_from(args), source_domain=args.source_domain, run_name=args.run_name,
+                       resume=args.resume, progress=not args.quiet, verbose=args.verbose)
 
 
 def _vae_run(args: argparse.Namespace):
-    from uda3d.config import VAEConfig
     from uda3d.training.vae_run import VAERun
 
     return VAERun(store=str(args.store), workdir=str(args.workdir), vae=config_from(args, VAEConfig),
-                  scaling=_scaling(args), tracking=tracking_from(args), train_split=f"{args.domain}_train",
-                  val_split=f"{args.domain}_val", run_name=args.run_name, resume=args.resume,
-                  progress=not args.quiet, verbose=args.verbose)
+                  scaling=config_from(args, ScalingOptions), tracking=tracking_from(args),
+                  train_split=f"{args.domain}_train", val_split=f"{args.domain}_val", run_name=args.run_name,
+                  resume=args.resume, progress=not args.quiet, verbose=args.verbose)
 
 
 def _adapt_run(args: argparse.Namespace):
     from uda3d.adaptation.run import AdaptRun
-    from uda3d.config import AdaptConfig
 
     return AdaptRun(dataroot=str(args.dataroot), workdir=str(args.workdir), backbone_checkpoint=str(args.backbone),
                     vae_checkpoint=str(args.vae), adapt=config_from(args, AdaptConfig), guards=_guards(args),
-                    preprocess=_preprocess(args), scaling=_scaling(args), tracking=tracking_from(args),
-                    source_domain=args.source_domain, target_domain=args.target_domain, run_name=args.run_name,
-                    resume=args.resume, progress=not args.quiet, verbose=args.verbose)
+                    preprocess=config_from(args, PreprocessConfig), scaling=config_from(args, ScalingOptions),
+                    tracking=tracking_from(args), source_domain=args.source_domain, target_domain=args.target_domain,
+                    run_name=args.run_name, resume=args.resume, progress=not args.quiet, verbose=args.verbose)
 
 
 def _tune_run(args: argparse.Namespace, space, kind: str):
@@ -82,7 +77,7 @@ def _tune_run(args: argparse.Namespace, space, kind: str):
 
     return TuneRun(space=space, dataroot=str(args.dataroot), workdir=str(args.workdir),
                    backbone_checkpoint=str(args.backbone), vae_checkpoint=str(args.vae), guards=_guards(args),
-                   preprocess=_preprocess(args), tracking=tracking_from(args),
+                   preprocess=config_from(args, PreprocessConfig), tracking=tracking_from(args),
                    registered_model=getattr(args, "register_as", "uda3d-adapted"), address=args.address,
                    resume=args.resume, kind=kind)
 
@@ -90,8 +85,6 @@ def _tune_run(args: argparse.Namespace, space, kind: str):
 def _stage_configs(args: argparse.Namespace, **adapt_extra) -> dict:
     """The backbone, VAE and adaptation configs of ``pipeline`` and ``compare-methods`` (one ``--ngf`` for both
     networks' widths, as the method)."""
-    from uda3d.config import AdaptConfig, BackboneConfig, VAEConfig
-
     return {"backbone": config_from(args, BackboneConfig, ndf=args.ngf), "vae": config_from(args, VAEConfig),
             "adapt": config_from(args, AdaptConfig, **adapt_extra)}
 
@@ -101,18 +94,18 @@ def _pipeline_config(args: argparse.Namespace):
 
     return config_from(args, PipelineConfig, dataroot=str(args.dataroot), workdir=str(args.workdir),
                        **_stage_configs(args, checkpointing=args.checkpointing), guards=_guards(args),
-                       preprocess=_preprocess(args), scaling=_scaling(args), tracking=tracking_from(args),
-                       progress=not args.quiet)
+                       preprocess=config_from(args, PreprocessConfig), scaling=config_from(args, ScalingOptions),
+                       tracking=tracking_from(args), progress=not args.quiet)
 
 
 def _compare_config(args: argparse.Namespace):
     from uda3d.compare.config import CompareConfig
-    from uda3d.config import SelfTrainConfig, TTTConfig
 
     return config_from(args, CompareConfig, dataroot=str(args.dataroot), workdir=str(args.workdir),
                        extra_dataroots=tuple(str(p) for p in args.extra_dataroots), **_stage_configs(args),
                        ttt=config_from(args, TTTConfig), self_train=config_from(args, SelfTrainConfig),
-                       preprocess=_preprocess(args), tracking=tracking_from(args), progress=not args.quiet)
+                       preprocess=config_from(args, PreprocessConfig), tracking=tracking_from(args),
+                       progress=not args.quiet)
 
 
 def _demo_config(args: argparse.Namespace):
@@ -156,7 +149,7 @@ def cmd_ingest_brats(args: argparse.Namespace) -> int:
 def cmd_preprocess(args: argparse.Namespace) -> int:
     from uda3d.data.prepare import preprocess_root
 
-    summaries = preprocess_root(args.root, _preprocess(args), args.cache_dir,
+    summaries = preprocess_root(args.root, config_from(args, PreprocessConfig), args.cache_dir,
                                 splits=tuple(args.splits) if args.splits else None, progress=not args.quiet)
     for s in summaries:
         print(f"{s.split}: {s.subjects} subjects ({s.labeled} with T1), input {s.shape}, {s.seconds:.2f} s")
@@ -176,8 +169,8 @@ def cmd_slices(args: argparse.Namespace) -> int:
     from uda3d.data.slices import SliceConfig
 
     splits = tuple(args.splits) if args.splits else (f"{args.domain}_train", f"{args.domain}_val")
-    store = write_slice_store(args.root, splits, args.out, _preprocess(args), config_from(args, SliceConfig),
-                              cache_dir=args.cache_dir or args.out.parent / "cache",
+    store = write_slice_store(args.root, splits, args.out, config_from(args, PreprocessConfig),
+                              config_from(args, SliceConfig), cache_dir=args.cache_dir or args.out.parent / "cache",
                               volumes_per_shard=args.volumes_per_shard, overwrite=args.overwrite,
                               progress=not args.quiet)
     m = store.manifest
@@ -265,7 +258,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     models = dict(item.split("=", 1) if "=" in item else (Path(item).name, item) for item in args.model)
     if "no_adaptation" not in models:
         raise ConfigError("--model", "name one model no_adaptation=CKPT; the others are compared with it")
-    report = evaluate_methods(models, args.dataroot, args.split, _preprocess(args), args.out)
+    report = evaluate_methods(models, args.dataroot, args.split, config_from(args, PreprocessConfig), args.out)
     for name in models:
         m = report[name]
         print(f"{name:<16} PSNR {m['psnr']:.2f}  SSIM {m.get('ssim', float('nan')):.3f}  MAE {m['mae']:.3f}")

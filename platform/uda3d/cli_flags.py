@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from uda3d.config import CROPS, NORMALISATIONS, PreprocessConfig, ScalingOptions
 from uda3d.errors import ConfigError
 
 
 def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``, with a message that says which kind was expected."""
-
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -217,8 +217,6 @@ def add_run_options(p: argparse.ArgumentParser, default_name: str) -> None:
 
 def add_preprocess_options(p: argparse.ArgumentParser, stored: bool = False) -> None:
     """Crop and normalisation flags; ``stored``: a checkpoint's own preprocessing is the default."""
-    from uda3d.config import CROPS, NORMALISATIONS, PreprocessConfig
-
     names = ("shape", "normalisation", "crop", "spacing")
     add_fields(p, PreprocessConfig, fields=names, flags={"shape": "--crop-shape"},
                types_={"spacing": positive_float}, choices={"normalisation": NORMALISATIONS, "crop": CROPS},
@@ -228,6 +226,4 @@ def add_preprocess_options(p: argparse.ArgumentParser, stored: bool = False) -> 
 
 
 def add_scaling_options(p: argparse.ArgumentParser) -> None:
-    from uda3d.config import ScalingOptions
-
     add_fields(p.add_argument_group("Ray"), ScalingOptions, types_={"max_failures": int})

@@ -21,13 +21,23 @@ from uda3d.cli_flags import (
     non_negative_int,
     positive_int,
 )
+from uda3d.config import (
+    GENERATORS,
+    PRIORS,
+    SLICE_ORDERS,
+    AdaptConfig,
+    BackboneConfig,
+    RobustAugmentConfig,
+    SelfTrainConfig,
+    TTTConfig,
+    VAEConfig,
+)
 
 EXIT_BAD_INPUT = 2
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line on stderr and exit code 2 (no usage dump)."""
-
     def error(self, message: str):  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(EXIT_BAD_INPUT)
@@ -36,8 +46,6 @@ class _Parser(argparse.ArgumentParser):
 # --- the commands' flags (only the hand-made ones are written out) ---------------------------------
 
 def _backbone_flags(p: argparse.ArgumentParser) -> None:
-    from uda3d.config import GENERATORS, BackboneConfig, RobustAugmentConfig
-
     p.add_argument("--dataroot", type=Path, required=True, help="BraTS-layout root")
     add_run_options(p, "backbone")
     p.add_argument("--source-domain", default="domain1", help="trains on <domain>_train, validates on <domain>_val")
@@ -58,8 +66,6 @@ def _backbone_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _vae_flags(p: argparse.ArgumentParser) -> None:
-    from uda3d.config import VAEConfig
-
     p.add_argument("--store", type=Path, required=True, help="slice store from 'uda3d slices'")
     p.add_argument("--domain", default="domain1", help="trains on <domain>_train volumes, validates on <domain>_val")
     add_run_options(p, "vae")
@@ -69,7 +75,6 @@ def _vae_flags(p: argparse.ArgumentParser) -> None:
 
 def _adapt_flags(p: argparse.ArgumentParser) -> None:
     from uda3d.adaptation.guards import GuardConfig
-    from uda3d.config import PRIORS, SLICE_ORDERS, AdaptConfig
 
     p.add_argument("--dataroot", type=Path, required=True, help="BraTS-layout root")
     p.add_argument("--backbone", type=Path, required=True, help="backbone checkpoint (folder or state.pt)")
@@ -86,8 +91,6 @@ def _adapt_flags(p: argparse.ArgumentParser) -> None:
 
 def _stage_flags(g: argparse._ArgumentGroup) -> None:
     """The backbone, VAE and adaptation flags ``pipeline`` and ``compare-methods`` share."""
-    from uda3d.config import AdaptConfig, BackboneConfig, VAEConfig
-
     add_fields(g, BackboneConfig, fields=("ngf", "lr", "epochs", "epochs_decay"), prefix="backbone-",
                flags={"ngf": "--ngf"}, types_={"epochs": non_negative_int, "epochs_decay": non_negative_int})
     add_fields(g, VAEConfig, fields=("latent_channels", "lr", "epochs"), prefix="vae-",
@@ -97,7 +100,6 @@ def _stage_flags(g: argparse._ArgumentGroup) -> None:
 
 def _pipeline_flags(p: argparse.ArgumentParser) -> None:
     from uda3d.adaptation.guards import GuardConfig
-    from uda3d.config import AdaptConfig, BackboneConfig
     from uda3d.pipeline import PipelineConfig
 
     p.add_argument("--dataroot", type=Path, required=True)
@@ -121,7 +123,6 @@ def _pipeline_flags(p: argparse.ArgumentParser) -> None:
 
 def _compare_methods_flags(p: argparse.ArgumentParser) -> None:
     from uda3d.compare.config import CompareConfig
-    from uda3d.config import SelfTrainConfig, TTTConfig
 
     p.add_argument("--dataroot", type=Path, required=True)
     p.add_argument("--extra-dataroots", type=Path, nargs="*", default=[],
@@ -329,7 +330,6 @@ STAGES = tuple(name for name in COMMANDS if name != "submit")
 
 class _Commands(argparse._SubParsersAction):
     """Subcommands whose flags are added when the command is chosen (``uda3d --help`` builds none)."""
-
     def __call__(self, parser, namespace, values, option_string=None):
         _populate(self.choices.get(values[0]))
         super().__call__(parser, namespace, values, option_string)
