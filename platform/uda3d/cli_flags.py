@@ -128,7 +128,7 @@ def add_fields(p: argparse._ActionsContainer, cls: type, *, fields: tuple[str, .
         hint = _unwrap_optional(hints[name])
         default = defaults.get(name, _default(by_name[name]))
         flag = flags.get(name, f"--{prefix}{name}".replace("_", "-"))
-        text = helps.get(name, docs.get(name, "")).replace("%", "%%")
+        text = helps.get(name, docs.get(name, "")).replace("%", "%%")  # argparse formats help with %
         kwargs: dict[str, Any] = {}
         if hint is bool:
             if default:
@@ -150,7 +150,7 @@ def add_fields(p: argparse._ActionsContainer, cls: type, *, fields: tuple[str, .
                 kwargs["choices"] = choices[name]
             if name in metavars:
                 kwargs["metavar"] = metavars[name]
-            text = f"{text} (default: %(default)s)".lstrip()
+            text = text if "(default" in text else f"{text} (default: %(default)s)".lstrip()
         # a --no-x switch keeps the field's value (x), so its dest is the field's name
         dest = (f"{prefix}{name}" if kwargs.get("action") == "store_false" else flag[2:]).replace("-", "_")
         p.add_argument(flag, dest=dest, default=default, help=text, **kwargs)
@@ -222,7 +222,8 @@ def add_preprocess_options(p: argparse.ArgumentParser, stored: bool = False) -> 
                types_={"spacing": positive_float}, choices={"normalisation": NORMALISATIONS, "crop": CROPS},
                metavars={"shape": ("D", "H", "W"), "spacing": ("MM", "MM", "MM")},
                defaults=dict.fromkeys(names) if stored else None,
-               helps={n: "the checkpoint's" for n in names} if stored else None)
+               helps={n: f"{field_help(PreprocessConfig)[n]} (default: the checkpoint's)" for n in names}
+               if stored else None)
 
 
 def add_scaling_options(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,8 @@
 """The ``uda3d`` parser: its commands and each command's flags, most of them generated from the configs.
 
 A command's flags are added only when the command is chosen (``build_parser(lazy=True)``, as ``main``
-does), so ``uda3d --help`` imports no config module, let alone torch. The handlers are in ``uda3d.cli``.
+does), so ``uda3d --help`` imports only the cheap ``uda3d.config``, never torch, Ray or MLflow. The
+handlers are in ``uda3d.cli``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ EXIT_BAD_INPUT = 2
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line on stderr and exit code 2 (no usage dump)."""
+
     def error(self, message: str):  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(EXIT_BAD_INPUT)
