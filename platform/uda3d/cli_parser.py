@@ -48,6 +48,7 @@ class _Parser(argparse.ArgumentParser):
 # --- the commands' flags (only the hand-made ones are written out) ---------------------------------
 
 def _backbone_flags(p: argparse.ArgumentParser) -> None:
+    """train the 3D pix2pix backbone (FLAIR+T2 -> T1) on the source site with Ray Train, tracked in MLflow"""
     p.add_argument("--dataroot", type=Path, required=True, help="BraTS-layout root")
     add_run_options(p, "backbone")
     p.add_argument("--source-domain", default="domain1", help="trains on <domain>_train, validates on <domain>_val")
@@ -68,6 +69,7 @@ def _backbone_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _vae_flags(p: argparse.ArgumentParser) -> None:
+    """train the 2D slice VAE prior on a slice store with Ray Train + Ray Data"""
     p.add_argument("--store", type=Path, required=True, help="slice store from 'uda3d slices'")
     p.add_argument("--domain", default="domain1", help="trains on <domain>_train volumes, validates on <domain>_val")
     add_run_options(p, "vae")
@@ -76,6 +78,8 @@ def _vae_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _adapt_flags(p: argparse.ArgumentParser) -> None:
+    """adapt a backbone to the target site with the slice-VAE latent KL, under guards"""
+
     from uda3d.adaptation.guards import GuardConfig
 
     p.add_argument("--dataroot", type=Path, required=True, help="BraTS-layout root")
@@ -101,6 +105,11 @@ def _stage_flags(g: argparse._ArgumentGroup) -> None:
 
 
 def _pipeline_flags(p: argparse.ArgumentParser) -> None:
+    """every stage on a BraTS-layout root, with or without target T1: backbone, adaptation, a synthesized T1 +
+    uncertainty map for every target subject, a registered MLflow model; bound and scores where target T1 exists;
+    writes WORKDIR/report.json
+    """
+
     from uda3d.adaptation.guards import GuardConfig
     from uda3d.pipeline import PipelineConfig
 
@@ -124,6 +133,10 @@ def _pipeline_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _compare_methods_flags(p: argparse.ArgumentParser) -> None:
+    """every adaptation method against the budget-matched control source_ft, subjects as the unit: tables (CSV,
+    Markdown) and figures per target site
+    """
+
     from uda3d.compare.config import CompareConfig
 
     p.add_argument("--dataroot", type=Path, required=True)
@@ -161,6 +174,8 @@ def _trial_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _cohort_flags(p: argparse.ArgumentParser) -> None:
+    """generate a synthetic multi-site cohort as a BraTS-layout root"""
+
     from uda3d.cohort.generate import CohortConfig
 
     p.add_argument("out", type=Path, help="output root (created atomically)")
@@ -174,6 +189,8 @@ def _cohort_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _ingest_flags(p: argparse.ArgumentParser) -> None:
+    """arrange a BraTS download into domain1_* (source site) and domain2_* (target site) splits"""
+
     from uda3d.data.ingest import IngestConfig
 
     p.add_argument("src", type=Path, help="a BraTS release folder (subject folders anywhere below it)")
@@ -186,11 +203,13 @@ def _ingest_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _validate_flags(p: argparse.ArgumentParser) -> None:
+    """check a BraTS-layout root and report every problem (exit 2 if any)"""
     p.add_argument("root", type=Path)
     p.add_argument("--splits", nargs="+", default=None, help="only these split folders (e.g. domain2_val)")
 
 
 def _preprocess_flags(p: argparse.ArgumentParser) -> None:
+    """reorient, crop and normalise every subject into the cache"""
     p.add_argument("root", type=Path)
     p.add_argument("--cache-dir", type=Path, required=True, help="where preprocessed arrays are cached")
     p.add_argument("--splits", nargs="+", default=None)
@@ -198,6 +217,8 @@ def _preprocess_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _slices_flags(p: argparse.ArgumentParser) -> None:
+    """extract T1 slices of the source site into a Parquet slice store"""
+
     from uda3d.data.slices import SliceConfig
 
     p.add_argument("root", type=Path, help="BraTS-layout root")
@@ -213,12 +234,19 @@ def _slices_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _tune_flags(p: argparse.ArgumentParser) -> None:
+    """Ray Tune + Optuna (TPE) + ASHA over the adaptation's hyperparameters from a search_spaces/*.yaml; trials in
+    MLflow, the label-free best registered as champion
+    """
     p.add_argument("--space", type=Path, required=True, help="search space YAML (search_spaces/adaptation.yaml)")
     p.add_argument("--register-as", default="uda3d-adapted", help="MLflow registered model name")
     _trial_flags(p)
 
 
 def _study_flags(p: argparse.ArgumentParser) -> None:
+    """the paper's studies as Tune trials with seeds: target-data amount or sensitivity to ele_percent/lr/KL weight;
+    CSV and PNGs with seed error bars, in MLflow
+    """
+
     from uda3d.tuning.study import STUDIES
 
     p.add_argument("study", choices=sorted(STUDIES), help="which study (its grid: search_spaces/<study>.yaml)")
@@ -228,6 +256,9 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _compare_flags(p: argparse.ArgumentParser) -> None:
+    """a table of an MLflow experiment's runs (differing params, objective, label-free signal, target metrics) as
+    CSV, Markdown and a PNG
+    """
     p.add_argument("--workdir", type=Path, default=Path("uda3d-runs"), help="holds the default mlflow.db")
     add_tracking_options(p, suppress_off=True, experiment_help="MLflow experiment to read")
     p.add_argument("--filter", default="", help="MLflow filter, e.g. \"tags.stage = 'tune-trial'\"")
@@ -239,6 +270,7 @@ def _compare_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _submit_flags(p: argparse.ArgumentParser) -> None:
+    """run a stage on a Ray cluster as a Ray job (ships the code, streams the logs); options go before STAGE"""
     p.add_argument("--address", required=True, help="the cluster's dashboard/job server, e.g. http://HEAD:8265")
     p.add_argument("--runtime-env", type=Path, default=Path("cluster/runtime_env.yaml"),
                    help="runtime env YAML, paths relative to the current folder (default cluster/runtime_env.yaml)")
@@ -250,6 +282,9 @@ def _submit_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_flags(p: argparse.ArgumentParser) -> None:
+    """score generator checkpoints on a split: per-subject CSV, summary with bootstrap CIs, paired Wilcoxon vs
+    no_adaptation, comparison figure
+    """
     p.add_argument("--dataroot", type=Path, required=True)
     p.add_argument("--model", nargs="+", required=True, metavar="NAME=CKPT",
                    help="checkpoints to compare, e.g. no_adaptation=runs/backbone uda=runs/adapted/adapt")
@@ -259,6 +294,9 @@ def _evaluate_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _synthesize_flags(p: argparse.ArgumentParser) -> None:
+    """write the missing T1 (<prefix>_t1_synth.nii.gz, on each subject's own grid) of a subject, a split or a root's
+    splits under --out, with an uncertainty map each and quality.csv
+    """
     p.add_argument("path", type=Path, nargs="?", default=None, help="a subject folder or a split folder")
     p.add_argument("--dataroot", type=Path, default=None, help="a BraTS-layout root (with --split)")
     p.add_argument("--split", nargs="+", default=[], help="the root's split(s) to synthesize, e.g. domain2_test")
@@ -276,6 +314,8 @@ def _synthesize_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _demo_flags(p: argparse.ArgumentParser) -> None:
+    """synthetic cohort + every stage built so far, on CPU, no download"""
+
     from uda3d.demo import DemoConfig
 
     defaults = DemoConfig()
@@ -289,43 +329,24 @@ def _demo_flags(p: argparse.ArgumentParser) -> None:
 # --- the parser ----------------------------------------------------------------------------------
 
 DEVICES = ("auto", "cpu", "cuda")
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
-    "cohort": (_cohort_flags, "generate a synthetic multi-site cohort as a BraTS-layout root"),
-    "ingest-brats": (_ingest_flags, "arrange a BraTS download into domain1_* (source site) and "
-                                                      "domain2_* (target site) splits"),
-    "validate-data": (_validate_flags, "check a BraTS-layout root and report every problem "
-                                                          "(exit 2 if any)"),
-    "preprocess": (_preprocess_flags, "reorient, crop and normalise every subject into the cache"),
-    "train-backbone": (_backbone_flags, "train the 3D pix2pix backbone (FLAIR+T2 -> T1) on the "
-                                                            "source site with Ray Train, tracked in MLflow"),
-    "slices": (_slices_flags, "extract T1 slices of the source site into a Parquet slice store"),
-    "train-vae": (_vae_flags, "train the 2D slice VAE prior on a slice store with Ray Train + Ray Data"),
-    "adapt": (_adapt_flags, "adapt a backbone to the target site with the slice-VAE latent KL, under "
-                                       "guards"),
-    "pipeline": (_pipeline_flags, "every stage on a BraTS-layout root, with or without target T1: "
-                                                "backbone, adaptation, a synthesized T1 + uncertainty map for every "
-                                                "target subject, a registered MLflow model; bound and scores where "
-                                                "target T1 exists; writes WORKDIR/report.json"),
-    "compare-methods": (_compare_methods_flags,
-                        "every adaptation method against the budget-matched control source_ft, subjects as the unit: "
-                        "tables (CSV, Markdown) and figures per target site"),
-    "tune": (_tune_flags, "Ray Tune + Optuna (TPE) + ASHA over the adaptation's hyperparameters from a "
-                                    "search_spaces/*.yaml; trials in MLflow, the label-free best registered as "
-                                    "champion"),
-    "study": (_study_flags, "the paper's studies as Tune trials with seeds: target-data amount or "
-                                       "sensitivity to ele_percent/lr/KL weight; CSV and PNGs with seed error bars, "
-                                       "in MLflow"),
-    "compare": (_compare_flags, "a table of an MLflow experiment's runs (differing params, objective, "
-                                             "label-free signal, target metrics) as CSV, Markdown and a PNG"),
-    "submit": (_submit_flags, "run a stage on a Ray cluster as a Ray job (ships the code, streams the "
-                                          "logs); options go before STAGE"),
-    "evaluate": (_evaluate_flags, "score generator checkpoints on a split: per-subject CSV, summary "
-                                                "with bootstrap CIs, paired Wilcoxon vs no_adaptation, comparison "
-                                                "figure"),
-    "synthesize": (_synthesize_flags, "write the missing T1 (<prefix>_t1_synth.nii.gz, on each "
-                                                      "subject's own grid) of a subject, a split or a root's splits "
-                                                      "under --out, with an uncertainty map each and quality.csv"),
-    "demo": (_demo_flags, "synthetic cohort + every stage built so far, on CPU, no download"),
+COMMANDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {  # a command's help: its function's docstring
+    "cohort": _cohort_flags,
+    "ingest-brats": _ingest_flags,
+    "validate-data": _validate_flags,
+    "preprocess": _preprocess_flags,
+    "train-backbone": _backbone_flags,
+    "slices": _slices_flags,
+    "train-vae": _vae_flags,
+    "adapt": _adapt_flags,
+    "pipeline": _pipeline_flags,
+    "compare-methods": _compare_methods_flags,
+    "tune": _tune_flags,
+    "study": _study_flags,
+    "compare": _compare_flags,
+    "submit": _submit_flags,
+    "evaluate": _evaluate_flags,
+    "synthesize": _synthesize_flags,
+    "demo": _demo_flags,
 }
 STAGES = tuple(name for name in COMMANDS if name != "submit")
 
@@ -340,7 +361,7 @@ class _Commands(argparse._SubParsersAction):
 def _populate(p: argparse.ArgumentParser | None) -> None:
     if p is not None and not getattr(p, "populated", True):
         p.populated = True  # type: ignore[attr-defined]
-        COMMANDS[p.prog.split()[-1]][0](p)
+        COMMANDS[p.prog.split()[-1]](p)
 
 
 def _switches(p: argparse.ArgumentParser, default) -> None:
@@ -359,7 +380,8 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, action="commands")
     sub.required = True
     parser.command_parsers = sub.choices  # type: ignore[attr-defined]  # to name flags in errors
-    for name, (_, help_text) in COMMANDS.items():
+    for name, add_flags in COMMANDS.items():
+        help_text = " ".join(add_flags.__doc__.split())
         p = sub.add_parser(name, help=help_text, description=help_text)
         _switches(p, argparse.SUPPRESS)
         p.populated = False  # type: ignore[attr-defined]
