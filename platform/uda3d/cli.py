@@ -325,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, interrupt) if in_main_thread else None
     try:
-        return int(globals()[f"cmd_{args.command.replace('-', '_')}"](args) or 0)
+        handler = globals()[f"cmd_{args.command.replace('-', '_')}"]  # command x-y is handled by cmd_x_y
+        return int(handler(args) or 0)
     except Uda3dError as exc:
         if args.debug:
             raise
