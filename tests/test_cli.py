@@ -169,16 +169,13 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
     assert tests in (REPO / ".ci" / "run").read_text()
 
 
-def test_demo_epoch_default_matches_the_library():
-    from uda3d import cli, demo
+def test_the_demo_flags_default_to_the_demo_config():
+    """The demo's flags read their defaults from DemoConfig (no copies): no flags give exactly its config."""
+    from uda3d.cli import _demo_config
+    from uda3d.demo import DEMO_BACKBONE, DemoConfig
 
-    assert cli.DEMO_BACKBONE_EPOCHS == demo.DEMO_BACKBONE.epochs
-    assert cli.DEMO_VAE_EPOCHS == demo.DEMO_VAE.epochs
-    assert cli.DEMO_SLICE_SIZE == demo.DEMO_SLICE_SIZE
-    assert cli.DEMO_TUNE_TRIALS == demo.DEMO_TUNE_TRIALS
-    assert cli.DEMO_SUPERVISED_EPOCHS == demo.DEMO_SUPERVISED_EPOCHS
-    assert cli.DEMO_ROBUST_EPOCHS == demo.DEMO_ROBUST_EPOCHS
-    assert demo.DEMO_BACKBONE.epochs_decay == demo.DEMO_BACKBONE.epochs // 3
+    assert _demo_config(build_parser().parse_args(["demo"])) == DemoConfig()
+    assert DEMO_BACKBONE.epochs_decay == DEMO_BACKBONE.epochs // 3
 
 
 def test_demo_refuses_a_workdir_it_did_not_create(tmp_path, capsys):

@@ -18,12 +18,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from uda3d.cohort.generate import CohortConfig, generate_cohort
 from uda3d.config import AdaptConfig, BackboneConfig, PreprocessConfig, ScalingOptions, VAEConfig
-from uda3d.data.prepare import preprocess_root
-from uda3d.data.validate import validate_root
 from uda3d.errors import ConfigError, DataError
-from uda3d.tracking import resolve_tracking
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +39,21 @@ DEMO_TUNE_TRIALS = 4
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Where the demo writes and how big its cohort and networks are."""
+    """Where the demo writes and how big its cohort and networks are.
+
+    Attributes:
+        workdir: the demo's own folder (a rerun replaces its runs; any other folder is refused).
+        subjects_per_site: split 60/20/20 into train/val/test.
+        shape: grid size of the synthetic volumes.
+        seed: seeds the cohort.
+        sites: site protocols, in domain order.
+        backbone, vae, adapt: the stages' configs (small networks, see ``DEMO_BACKBONE``).
+        supervised_epochs: epochs of the supervised upper bound.
+        robust_epochs: epochs of the robust fine-tune (the default uda).
+        slice_size: VAE slice side (power of 2).
+        tune_trials: trials of the closing tuning run (search_spaces/demo.yaml).
+        address: Ray cluster address (None: start a local Ray).
+    """
 
     workdir: Path = Path("uda3d-demo")
     subjects_per_site: int = 9
@@ -81,75 +91,75 @@ def claim_workdir(workdir: Path) -> None:
     (workdir / DEMO_MARKER).write_text("this folder belongs to `uda3d demo`, which replaces its runs on a rerun\n")
 
 
+DEMO_STEPS = 5
+
+
+def demo_tracking(config: DemoConfig):
+    """The demo's MLflow store: ``WORKDIR/mlflow.db``, experiment ``uda3d-demo``."""
+    from uda3d.tracking import resolve_tracking
+
+    return resolve_tracking(config.workdir, "uda3d-demo")
+
+
 def run_demo(config: DemoConfig, progress: bool = True) -> dict:
-    """Run the demo; returns the pipeline's report (also printed and written)."""
-    from uda3d.pipeline import PipelineConfig, format_table, run_pipeline
+    """Steps 1-4 of the demo: cohort, validation, preprocessing and the pipeline; narration is logged.
+
+    Returns:
+        The pipeline's report (also written to ``WORKDIR/report.json``); ``demo_tune`` is step 5.
+    """
+    from uda3d.cohort.generate import CohortConfig, generate_cohort
+    from uda3d.data.prepare import preprocess_root
+    from uda3d.data.validate import validate_root
+    from uda3d.pipeline import PipelineConfig, run_pipeline
 
     claim_workdir(config.workdir)
-    steps = 5
+    steps = DEMO_STEPS
     cohort = CohortConfig(sites=config.sites, subjects_per_site=config.subjects_per_site,
                           shape=config.shape, seed=config.seed)
     root = config.workdir / "cohort"
-    print(f"[1/{steps}] cohort: {len(cohort.sites)} sites x {cohort.subjects_per_site} subjects at {cohort.shape} "
-          f"-> {root}")
+    log.info(f"[1/{steps}] cohort: {len(cohort.sites)} sites x {cohort.subjects_per_site} subjects at "
+             f"{cohort.shape} -> {root}")
     generate_cohort(root, cohort, overwrite=True, progress=progress)
 
-    print(f"[2/{steps}] validate-data")
+    log.info(f"[2/{steps}] validate-data")
     report = validate_root(root, progress=progress)
     for line in report.summary_lines():
-        print(f"  {line}")
+        log.info(f"  {line}")
     if not report.ok:
         raise DataError(root, f"generated cohort failed validation: {report.problems[0]}")
 
-    print(f"[3/{steps}] preprocess (first pass decodes NIfTI, second reads the cache)")
+    log.info(f"[3/{steps}] preprocess (first pass decodes NIfTI, second reads the cache)")
     cache = config.workdir / "cache"
     pre = PreprocessConfig()
     first = preprocess_root(root, pre, cache, progress=progress)
     second = preprocess_root(root, pre, cache, progress=False)
     t1, t2 = sum(s.seconds for s in first), sum(s.seconds for s in second)
     for s in first:
-        print(f"  {s.split}: {s.subjects} subjects, input {s.shape}")
-    print(f"  load time: {t1:.2f} s decoding, {t2:.2f} s from cache ({t1 / max(t2, 1e-9):.1f}x)")
+        log.info(f"  {s.split}: {s.subjects} subjects, input {s.shape}")
+    log.info(f"  load time: {t1:.2f} s decoding, {t2:.2f} s from cache ({t1 / max(t2, 1e-9):.1f}x)")
 
-    print(f"[4/{steps}] pipeline: backbone -> robust fine-tune -> slices + VAE -> KL adaptation -> supervised bound "
-          "-> label-free choice -> evaluation")
+    log.info(f"[4/{steps}] pipeline: backbone -> robust fine-tune -> slices + VAE -> KL adaptation -> supervised "
+             "bound -> label-free choice -> evaluation")
     shutil.rmtree(config.workdir / "ray_results", ignore_errors=True)  # the demo owns its workdir
     (config.workdir / "stages.json").unlink(missing_ok=True)
-    tracking = resolve_tracking(config.workdir, "uda3d-demo")
-    result = run_pipeline(PipelineConfig(
+    return run_pipeline(PipelineConfig(
         dataroot=str(root), workdir=str(config.workdir), backbone=config.backbone, vae=config.vae,
         adapt=config.adapt, supervised_epochs=config.supervised_epochs, robust_epochs=config.robust_epochs,
         slice_size=config.slice_size,
         preprocess=pre, scaling=demo_scaling(config.address),
-        tracking=tracking, progress=progress)).to_json()
-    print(format_table(result))
-    print(f"  uda (label-free choice): {result['uda']['selection']['reason']}")
-    print(f"  method_kl guard: {result['method_kl']['guard']['reason']}")
-    print(f"  Spearman(KL objective, target PSNR) across adaptation checkpoints: "
-          f"{result['spearman_objective_vs_target_psnr']:.2f}")
-    print(f"  synthesized T1 + uncertainty maps for every target subject: {result['synthesis']['folder']}/<split>/; "
-          f"uda registered as {result.get('registered_model', {}).get('uri', '-')}")
-    print(f"  report: {config.workdir / 'report.json'}; figure: {result['files']['figure']}")
-
-    print(f"[5/{steps}] tune: {config.tune_trials} trials over the adaptation's lr and ele_percent (Optuna TPE, ASHA), "
-          "ranked without target labels")
-    summary = demo_tune(config, result, tracking)
-    best = summary["best"]
-    print(f"  {summary['trials']} trials, {summary['stopped_early']} stopped early; best without target labels: "
-          + (f"lr {best['lr']:.2g}, ele_percent {best['ele_percent']:.0f} (oracle target-test PSNR "
-             f"{best['target_test_psnr']:.2f} dB), registered as {summary['registered_model'].get('uri', '-')}"
-             if best else "none kept every guard"))
-    print(f"  Spearman(label-free metric, target-test PSNR) across trials: "
-          f"{summary['spearman_label_free_vs_target_psnr']:.2f}")
-    result["tune"] = {k: v for k, v in summary.items() if k != "rows"}
-    print(f"  look at every run: mlflow ui --backend-store-uri {tracking.uri}   (then open http://127.0.0.1:5000)")
-    print(f"  compare the trials: uda3d compare --workdir {config.workdir} --experiment {tracking.experiment} "
-          "--filter \"tags.stage = 'tune-trial'\"")
-    return result
+        tracking=demo_tracking(config), progress=progress)).to_json()
 
 
-def demo_tune(config: DemoConfig, report: dict, tracking) -> dict:
-    """``search_spaces/demo.yaml`` over the pipeline's backbone and VAE (``config.tune_trials`` trials)."""
+def demo_tune(config: DemoConfig, report: dict) -> dict:
+    """Step 5 of the demo: ``search_spaces/demo.yaml`` over the pipeline's backbone and VAE.
+
+    Args:
+        config: the demo's config (``tune_trials`` trials).
+        report: ``run_demo``'s report, whose backbone and VAE checkpoints are adapted.
+
+    Returns:
+        The tuning run's summary (``uda3d.tuning.tune.run_tune``).
+    """
     import dataclasses
 
     from uda3d.config import ScalingOptions, StageRun
@@ -157,9 +167,11 @@ def demo_tune(config: DemoConfig, report: dict, tracking) -> dict:
     from uda3d.tuning.study import shipped_space
     from uda3d.tuning.tune import TuneSpec, run_tune
 
+    log.info(f"[5/{DEMO_STEPS}] tune: {config.tune_trials} trials over the adaptation's lr and ele_percent "
+             "(Optuna TPE, ASHA), ranked without target labels")
     space = dataclasses.replace(load_space(shipped_space("demo")), num_samples=config.tune_trials)
     shutil.rmtree(config.workdir / "tune", ignore_errors=True)
     stage = StageRun(dataroot=str(config.workdir / "cohort"), workdir=str(config.workdir),
-                     scaling=ScalingOptions(address=config.address), tracking=tracking)
+                     scaling=ScalingOptions(address=config.address), tracking=demo_tracking(config))
     return run_tune(TuneSpec(stage=stage, space=space, backbone_checkpoint=report["runs"]["backbone"]["checkpoint"],
                              vae_checkpoint=report["runs"]["vae"]["checkpoint"]))
