@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 # top-level entries of the repository: a backticked path starting with one of these names a file here
 REPO_ROOTS = (".ci/", "benchmarks/", "cluster/", "data_prep/", "docs/", "platform/", "search_spaces/", "tests/",
+              "trainables/",
               "LICENSE", "pyproject.toml")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
