@@ -226,8 +226,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     space = load_space(args.space)  # validated before anything starts
     check_selection_metric(space)
-    run = _tune_spec(args, space, "tune")
-    return show.tuning(space, run_tune(run), run.study_dir)
+    spec = _tune_spec(args, space, "tune")
+    return show.tuning(space, run_tune(spec), spec.study_dir)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
