@@ -43,12 +43,15 @@ def _guards(args: argparse.Namespace) -> GuardConfig:
     return config_from(args, GuardConfig)
 
 
-def _stage(args: argparse.Namespace, dataroot: str | None = None, scaling: ScalingOptions | None = None) -> StageRun:
-    """What every training command's run shares, from its run, preprocessing, Ray and tracking flags."""
-    return StageRun(dataroot=str(args.dataroot) if dataroot is None else dataroot, workdir=str(args.workdir),
-                    preprocess=config_from(args, PreprocessConfig) if hasattr(args, "crop_shape") else
-                    PreprocessConfig(),
-                    scaling=config_from(args, ScalingOptions) if scaling is None else scaling,
+def _stage(args: argparse.Namespace, **given) -> StageRun:
+    """What every training command's run shares, from its run, preprocessing, Ray and tracking flags;
+    ``given`` fields replace the flags (a command without such flags passes them: train-vae reads no volumes)."""
+    def field(name: str, from_flags):
+        return given[name] if name in given else from_flags()
+
+    return StageRun(dataroot=field("dataroot", lambda: str(args.dataroot)), workdir=str(args.workdir),
+                    preprocess=field("preprocess", lambda: config_from(args, PreprocessConfig)),
+                    scaling=field("scaling", lambda: config_from(args, ScalingOptions)),
                     tracking=tracking_from(args), run_name=getattr(args, "run_name", "run"), resume=args.resume,
                     progress=not args.quiet, verbose=getattr(args, "verbose", False))
 
@@ -66,7 +69,8 @@ def _backbone_spec(args: argparse.Namespace):
 def _vae_spec(args: argparse.Namespace):
     from uda3d.training.vae_stage import VAESpec
 
-    return VAESpec(stage=_stage(args, dataroot=""), store=str(args.store), vae=config_from(args, VAEConfig),
+    stage = _stage(args, dataroot="", preprocess=PreprocessConfig())  # the slice store is already preprocessed
+    return VAESpec(stage=stage, store=str(args.store), vae=config_from(args, VAEConfig),
                    train_split=f"{args.domain}_train", val_split=f"{args.domain}_val")
 
 
