@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from uda3d.config import CROPS, NORMALISATIONS, PreprocessConfig, ScalingOptions
+from uda3d.config import CROPS, NORMALISATIONS, PreprocessConfig, ScalingOptions, TrackingConfig
 from uda3d.errors import ConfigError
 
 
@@ -197,7 +197,6 @@ def add_tracking_options(p: argparse._ActionsContainer, suppress_off: bool = Fal
 
 def tracking_from(args: argparse.Namespace):
     """The ``TrackingConfig`` of ``add_tracking_options``' flags (``--workdir`` holds the default store)."""
-    from uda3d.config import TrackingConfig
     from uda3d.tracking import resolve_tracking
 
     if args.no_tracking:

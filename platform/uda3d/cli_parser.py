@@ -28,8 +28,12 @@ from uda3d.config import (
     SLICE_ORDERS,
     AdaptConfig,
     BackboneConfig,
+    CompareConfig,
+    GuardConfig,
+    IngestConfig,
     RobustAugmentConfig,
     SelfTrainConfig,
+    SliceConfig,
     TTTConfig,
     VAEConfig,
 )
@@ -39,7 +43,6 @@ EXIT_BAD_INPUT = 2
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line on stderr and exit code 2 (no usage dump)."""
-
     def error(self, message: str):  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(EXIT_BAD_INPUT)
@@ -79,9 +82,6 @@ def _vae_flags(p: argparse.ArgumentParser) -> None:
 
 def _adapt_flags(p: argparse.ArgumentParser) -> None:
     """adapt a backbone to the target site with the slice-VAE latent KL, under guards"""
-
-    from uda3d.config import GuardConfig
-
     p.add_argument("--dataroot", type=Path, required=True, help="BraTS-layout root")
     p.add_argument("--backbone", type=Path, required=True, help="backbone checkpoint (folder or state.pt)")
     p.add_argument("--vae", type=Path, required=True, help="slice-VAE checkpoint (folder or state.pt)")
@@ -109,8 +109,6 @@ def _pipeline_flags(p: argparse.ArgumentParser) -> None:
     uncertainty map for every target subject, a registered MLflow model; bound and scores where target T1 exists;
     writes WORKDIR/report.json
     """
-
-    from uda3d.config import GuardConfig
     from uda3d.pipeline import PipelineConfig
 
     p.add_argument("--dataroot", type=Path, required=True)
@@ -136,9 +134,6 @@ def _compare_methods_flags(p: argparse.ArgumentParser) -> None:
     """every adaptation method against the budget-matched control source_ft, subjects as the unit: tables (CSV,
     Markdown) and figures per target site
     """
-
-    from uda3d.config import CompareConfig
-
     p.add_argument("--dataroot", type=Path, required=True)
     p.add_argument("--extra-dataroots", type=Path, nargs="*", default=[],
                    help="more target sites sharing --dataroot's source splits (same seed and source site)")
@@ -160,8 +155,6 @@ def _compare_methods_flags(p: argparse.ArgumentParser) -> None:
 
 def _trial_flags(p: argparse.ArgumentParser) -> None:
     """What ``tune`` and ``study`` share: the checkpoints to adapt, where, guards and preprocessing."""
-    from uda3d.config import GuardConfig
-
     p.add_argument("--dataroot", type=Path, required=True)
     p.add_argument("--backbone", type=Path, required=True, help="backbone checkpoint to adapt")
     p.add_argument("--vae", type=Path, required=True, help="slice-VAE checkpoint")
@@ -175,7 +168,6 @@ def _trial_flags(p: argparse.ArgumentParser) -> None:
 
 def _cohort_flags(p: argparse.ArgumentParser) -> None:
     """generate a synthetic multi-site cohort as a BraTS-layout root"""
-
     from uda3d.cohort.generate import CohortConfig
 
     p.add_argument("out", type=Path, help="output root (created atomically)")
@@ -190,9 +182,6 @@ def _cohort_flags(p: argparse.ArgumentParser) -> None:
 
 def _ingest_flags(p: argparse.ArgumentParser) -> None:
     """arrange a BraTS download into domain1_* (source site) and domain2_* (target site) splits"""
-
-    from uda3d.config import IngestConfig
-
     p.add_argument("src", type=Path, help="a BraTS release folder (subject folders anywhere below it)")
     p.add_argument("out", type=Path, help="the two-site root to create (links to the subject folders)")
     add_fields(p, IngestConfig, metavars={"fractions": ("TRAIN", "VAL", "TEST")}, helps={
@@ -218,9 +207,6 @@ def _preprocess_flags(p: argparse.ArgumentParser) -> None:
 
 def _slices_flags(p: argparse.ArgumentParser) -> None:
     """extract T1 slices of the source site into a Parquet slice store"""
-
-    from uda3d.config import SliceConfig
-
     p.add_argument("root", type=Path, help="BraTS-layout root")
     p.add_argument("--out", type=Path, required=True, help="store folder (created atomically)")
     p.add_argument("--domain", default="domain1", help="slices <domain>_train and <domain>_val (default domain1)")
@@ -246,7 +232,6 @@ def _study_flags(p: argparse.ArgumentParser) -> None:
     """the paper's studies as Tune trials with seeds: target-data amount or sensitivity to ele_percent/lr/KL weight;
     CSV and PNGs with seed error bars, in MLflow
     """
-
     from uda3d.tuning.study import STUDIES
 
     p.add_argument("study", choices=sorted(STUDIES), help="which study (its grid: search_spaces/<study>.yaml)")
@@ -315,7 +300,6 @@ def _synthesize_flags(p: argparse.ArgumentParser) -> None:
 
 def _demo_flags(p: argparse.ArgumentParser) -> None:
     """synthetic cohort + every stage built so far, on CPU, no download"""
-
     from uda3d.demo import DemoConfig
 
     defaults = DemoConfig()
