@@ -232,9 +232,10 @@ def run_pipeline(config: PipelineConfig) -> PipelineReport:
         adapt_config=config.adapt, synthesis=synthesis,
         runs={name: {k: v for k, v in m.items() if k in ("checkpoint", "mlflow_run_id")} for name, m in models.items()},
         scores=scores, quality_vs_psnr=quality, registered_model=registered)
-    write_json(workdir / REPORT, report.to_json())
+    written = report.to_json()
+    write_json(workdir / REPORT, written)
     if parent:
-        _log_to_parent(tracking, parent, workdir, report.to_json())
+        _log_to_parent(tracking, parent, workdir, written)
     return report
 
 

@@ -112,10 +112,11 @@ def run_adapt(spec: AdaptSpec) -> AdaptOutcome:
     for name in (src_train, src_val, tgt_adapt):
         if not splits.get(name):
             raise DataError(Path(run.dataroot) / name, "split is missing or empty; adaptation needs it")
-    for path, what in ((spec.backbone_checkpoint, "backbone"), (spec.vae_checkpoint, "VAE")):
-        state = load_state(path)
-        if what == "VAE" and "slice_config" not in state:
-            raise DataError(path, "VAE checkpoint has no slice_config; train it with 'uda3d train-vae'")
+    # a missing, damaged or unsafe checkpoint: one line now, not a worker's traceback
+    backbone_run_id = load_state(spec.backbone_checkpoint).get("mlflow_run_id", "")
+    vae_state = load_state(spec.vae_checkpoint)
+    if "slice_config" not in vae_state:
+        raise DataError(spec.vae_checkpoint, "VAE checkpoint has no slice_config; train it with 'uda3d train-vae'")
     folder = run_folder(run.storage_path, run.run_name, run.resume)
     # the target splits' inputs are loaded by the workers, which never open a target T1 for training
     preprocess_root(run.dataroot, run.preprocess, Path(run.workdir) / "cache", splits=(src_train, src_val),
@@ -129,8 +130,7 @@ def run_adapt(spec: AdaptSpec) -> AdaptOutcome:
     context = AdaptContext(
         run_folder=str(folder), splits=AdaptSplits(src_train, src_val, tgt_adapt, tgt_test if scored else None),
         tags={"git_commit": git_commit(Path(__file__).parent), "stage": "adapt", "python": _platform.python_version(),
-              "backbone_run_id": load_state(spec.backbone_checkpoint).get("mlflow_run_id", ""),
-              "vae_run_id": load_state(spec.vae_checkpoint).get("mlflow_run_id", "")})
+              "backbone_run_id": backbone_run_id, "vae_run_id": vae_state.get("mlflow_run_id", "")})
     result: TrainResult = launch(adapt_worker, StageJob(resolved, context))
     decision = json.loads((spec.output_dir / DECISION_FILE).read_text())
     return AdaptOutcome(checkpoint=str(spec.output_dir), decision=decision["decision"], history=decision["history"],

@@ -63,7 +63,7 @@ class BackboneSpec:
 def run_backbone(spec: BackboneSpec) -> TrainResult:
     """Train the backbone on ``spec.source_domain``'s train split, validating on its val split."""
     from uda3d.training.checkpoint import load_state
-    from uda3d.training.ray_runtime import StageJob, WorkerContext, launch, run_folder
+    from uda3d.training.ray_runtime import launch, run_folder
 
     run = spec.stage
     splits = spec.splits
