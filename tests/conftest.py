@@ -44,7 +44,7 @@ def local_ray():
 
     import ray
 
-    from uda3d.training.ray_runtime import ensure_ray
+    from uda3d.training.ray_cluster import ensure_ray
 
     ensure_ray(None, float(max(os.cpu_count() or 1, 2)))
     yield

@@ -89,7 +89,11 @@ def test_pipeline_run_is_nested_in_mlflow_with_params_and_report(unlabelled_run)
     runs = client.search_runs([experiment.experiment_id])
     [parent] = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
     children = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert {"backbone", "robust", "source_ft", "ttt_joint", "vae", "adapt"} <= children
+    trained = {"backbone", "robust", "source_ft", "ttt_joint", "vae", "adapt"}
+    assert trained <= children
+    # one worker process trained every stage: the first stage's worker group served the rest (stage pool)
+    places = {r.info.run_name: r.data.tags["worker.rank0"] for r in runs if r.info.run_name in trained}
+    assert len(places) == len(trained) and len(set(places.values())) == 1, places
     assert parent.data.params["backbone.ngf"] == "4" and parent.data.params["register_as"] == "uda3d"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "report.json" in artifacts

@@ -240,7 +240,19 @@ def run_pipeline(config: PipelineConfig) -> PipelineReport:
 
 
 def train_models(config: PipelineConfig, plan: RootPlan, ledger, tracking: TrackingConfig) -> dict[str, dict]:
-    """Every training stage through the ledger: backbone, its fine-tunes, VAE, KL adaptation, harmoniser, bound."""
+    """Every training stage through the ledger, the Ray Train ones on one worker group started by the first.
+
+    The stage pool (``uda3d.training.stage_pool``) saves each later stage Ray Train's 10-15 s of
+    start-up and teardown; a stage the ledger skips starts nothing.
+    """
+    from uda3d.training.stage_pool import stage_pool
+
+    with stage_pool(config.scaling, Path(config.workdir) / "ray_results"):
+        return _train_stages(config, plan, ledger, tracking)
+
+
+def _train_stages(config: PipelineConfig, plan: RootPlan, ledger, tracking: TrackingConfig) -> dict[str, dict]:
+    """Backbone, its fine-tunes, VAE, KL adaptation, harmoniser, bound, in order."""
     from uda3d.adaptation.stage import AdaptSpec, run_adapt
     from uda3d.config import SliceConfig
     from uda3d.data.slice_store import write_slice_store

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from uda3d.cli import main
 from uda3d.training.checkpoint import load_state
-from uda3d.training.ray_runtime import latest_checkpoint_on_disk
+from uda3d.training.ray_cluster import latest_checkpoint_on_disk
 
 pytestmark = pytest.mark.slow
 

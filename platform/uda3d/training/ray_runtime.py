@@ -1,92 +1,23 @@
-"""Ray plumbing shared by every distributed stage: start or join a cluster, storage, worker helpers."""
+"""Ray plumbing shared by every distributed stage: launch a stage, its run folder, worker helpers."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import torch
 
-from uda3d.config import ScalingOptions
 from uda3d.errors import ConfigError
+from uda3d.training.ray_cluster import ensure_ray, latest_checkpoint_on_disk, scaling_config
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")  # a stage's spec
 C = TypeVar("C")  # its worker context
-
-LOOPBACK = "127.0.0.1"
-# How often Ray Train's controller polls its workers. Ray's 2 s default makes a worker that reports
-# checkpoints faster than that wait ~2 s per report (measured: 6 short epochs took 63 s instead of
-# 51 s); a local Ray on one machine can poll far more often at no visible cost.
-LOCAL_TRAIN_POLL_S = "0.2"
-# Ray Train starts a preemption-watcher actor (one more process) for every run; a local Ray on one
-# machine has no node that can be drained, and the process costs each stage about 1 s of start-up
-# on 2 cores (benchmarks/results/stage_overhead.md).
-LOCAL_PREEMPTION_WATCHER = "0"
-
-
-def ensure_ray(address: str | None, train_cpus: float = 0.0) -> None:
-    """Connect to ``address`` (or ``$RAY_ADDRESS``, set inside a Ray job), else start a local Ray on demand.
-
-    A local Ray gets at least one logical CPU more than the training workers reserve: Ray Data's
-    read tasks need a CPU slot of their own, and a cluster whose every CPU is held by a training
-    worker deadlocks the moment a worker asks for data. On a real cluster, leave a CPU free per node.
-    """
-    import math
-    import os
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    job_cluster = os.environ.get("RAY_ADDRESS", "")  # set inside `ray job submit` (a GCS address, not http)
-    if not address and job_cluster and not job_cluster.startswith("http"):
-        address = job_cluster
-    with _keep_sigterm_handler():
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:  # the dashboard of a local Ray listens on loopback only, whatever Ray's default becomes
-            os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", LOCAL_TRAIN_POLL_S)  # inherited by its workers
-            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", LOCAL_PREEMPTION_WATCHER)
-            ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(train_cpus) + 1), log_to_driver=True,
-                     dashboard_host=LOOPBACK)
-
-
-@contextlib.contextmanager
-def _keep_sigterm_handler() -> Iterator[None]:
-    """Keep a SIGTERM handler the caller installed (the CLI's): ``ray.init`` replaces it with ``sys.exit``.
-
-    The CLI turns SIGTERM into the same clean interruption as Ctrl-C (temporary files removed,
-    exit code 143, resumable); Ray's handler would skip that. Without a handler of the caller's,
-    Ray's stays.
-    """
-    import signal
-    import threading
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
-    try:
-        yield
-    finally:
-        if callable(previous):
-            signal.signal(signal.SIGTERM, previous)
-
-
-def scaling_config(options: ScalingOptions):
-    """Ray Train's ``ScalingConfig`` from our validated options."""
-    from ray.train import ScalingConfig
-
-    resources = {"CPU": options.cpus_per_worker}
-    if options.use_gpu:
-        resources["GPU"] = options.gpus_per_worker or 1.0
-    return ScalingConfig(num_workers=options.num_workers, use_gpu=options.use_gpu, resources_per_worker=resources)
-
 
 def run_folder(storage_path: str | Path, run_name: str, resume: bool) -> Path:
     """Check the run folder against ``resume``: a new run must not overwrite one, a resume needs one."""
@@ -166,17 +97,27 @@ class StageJob(Generic[S, C]):
 
 def launch(worker: Callable[[StageJob], None], job: StageJob, datasets: dict | None = None,
            data_config=None) -> TrainResult:
-    """Run ``worker(job)`` on a ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPUs).
+    """Run ``worker(job)`` on a ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPUs), or on the open stage pool.
 
     ``job.spec.stage`` (a ``StageRun``) gives the scaling, the run's name and storage and Ray's
     verbosity. Checkpoints go to ``storage_path/run_name`` (the two most recent are kept);
     ``max_failures`` restarts a failed worker group from the latest one. Raises the run's error if it failed.
+    Inside a ``stage_pool`` block, a stage of the pool's scaling runs on the pool's worker group
+    instead (``uda3d.training.stage_pool``): same checkpoints, same errors, no start-up.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from uda3d.training.stage_pool import active_pool
+
     stage = job.spec.stage
     scaling = stage.scaling
+    pool = active_pool()
+    if pool is not None and pool.accepts(scaling, data_config):
+        checkpoint, metrics = pool.run(worker, job, datasets)
+        if checkpoint is None:
+            raise RuntimeError(f"stage {stage.run_name!r} ended without a checkpoint")
+        return TrainResult(checkpoint=checkpoint, metrics=metrics, mlflow_run_id=metrics.get("mlflow_run_id") or None)
     ensure_ray(scaling.address, scaling.num_workers * scaling.cpus_per_worker)
     trainer = TorchTrainer(
         worker, train_loop_config=job, scaling_config=scaling_config(scaling),
@@ -194,25 +135,6 @@ def launch(worker: Callable[[StageJob], None], job: StageJob, datasets: dict | N
                        mlflow_run_id=result.metrics.get("mlflow_run_id") or None)
 
 
-def latest_checkpoint_on_disk(folder: str | Path) -> str | None:
-    """The newest ``checkpoint_*`` under a run folder whose state loads, or None.
-
-    Ray registers a reported checkpoint in its run snapshot a moment after writing it; a run killed
-    in between leaves the newest checkpoint on disk but not in the snapshot. Resuming considers both.
-    """
-    from uda3d.errors import DataError
-    from uda3d.training.checkpoint import load_state
-
-    candidates = sorted(Path(folder).glob("checkpoint_*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for candidate in candidates:
-        try:
-            load_state(candidate)
-        except DataError:
-            continue  # half-written by an interrupted run
-        return str(candidate)
-    return None
-
-
 def restore_state(device, folder: str | None = None) -> dict | None:
     """The latest state of this run (inside a worker): Ray's checkpoint or the newest complete one in ``folder``.
 
@@ -224,9 +146,10 @@ def restore_state(device, folder: str | None = None) -> dict | None:
     import ray.train
 
     from uda3d.training.checkpoint import load_state
+    from uda3d.training.stage_pool import current_job
 
     states = []
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint() if current_job() is None else None  # a pool's checkpoints are on disk
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             states.append(load_state(directory, map_location=device))
@@ -251,18 +174,39 @@ class EpochReporter:
     def __call__(self, state: dict, metrics: dict[str, float]) -> None:
         import tempfile
 
-        import ray.train
-        from ray.train import Checkpoint
-
         from uda3d.training.checkpoint import save_state
 
         self.tracker.log_metrics(metrics, step=int(metrics["epoch"]))
         with tempfile.TemporaryDirectory() as directory:
-            checkpoint = None
             if self.rank == 0:
                 save_state(directory, {**state, "mlflow_run_id": self.run_id})
-                checkpoint = Checkpoint.from_directory(directory)
-            ray.train.report(dict(metrics, mlflow_run_id=self.run_id), checkpoint=checkpoint)
+            report(dict(metrics, mlflow_run_id=self.run_id), directory if self.rank == 0 else None)
+
+
+def report(metrics: dict[str, Any], checkpoint_dir: str | None = None) -> None:
+    """``ray.train.report`` of the metrics and a checkpoint folder, or the stage pool's equivalent inside a pool."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    from uda3d.training.stage_pool import current_job
+
+    pooled = current_job()
+    if pooled is not None:
+        pooled.report(metrics, checkpoint_dir)
+        return
+    ray.train.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+
+def dataset_shard(name: str):
+    """This rank's iterator over the stage's dataset ``name`` (Ray Train's shard, or the pool job's dataset)."""
+    import ray.train
+
+    from uda3d.training.stage_pool import current_job
+
+    pooled = current_job()
+    if pooled is not None:
+        return pooled.datasets[name].iterator()
+    return ray.train.get_dataset_shard(name)
 
 
 RUN_ID_FILE = "mlflow_run_id"

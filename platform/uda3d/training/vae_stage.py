@@ -91,7 +91,8 @@ def run_vae(spec: VAESpec) -> TrainResult:
     from ray.data.expressions import col
     from ray.train import DataConfig
 
-    from uda3d.training.ray_runtime import ensure_ray, launch, run_folder
+    from uda3d.training.ray_cluster import ensure_ray
+    from uda3d.training.ray_runtime import launch, run_folder
     from uda3d.training.vae import mean_slice_baseline
 
     run = spec.stage
@@ -154,7 +155,13 @@ def vae_worker(job: StageJob[VAESpec, VAEContext]) -> None:
     import ray.data
     import ray.train
 
-    from uda3d.training.ray_runtime import EpochReporter, quiet_worker_logs, restore_state, start_tracking
+    from uda3d.training.ray_runtime import (
+        EpochReporter,
+        dataset_shard,
+        quiet_worker_logs,
+        restore_state,
+        start_tracking,
+    )
     from uda3d.training.vae import VAETrainer, fit_vae
 
     spec, context = job.spec, job.context
@@ -176,7 +183,7 @@ def vae_worker(job: StageJob[VAESpec, VAEContext]) -> None:
     tracker, run_id = start_tracking(run.tracking, rank, run.run_name, params, context.tags, restored,
                                      context.run_folder)
     report_epoch = EpochReporter(tracker, rank, run_id)
-    shard = ray.train.get_dataset_shard(f"train_rank{rank}")
+    shard = dataset_shard(f"train_rank{rank}")
     val_ids = list(context.val_ids)
 
     def on_epoch_end(t: VAETrainer, metrics: dict[str, float]) -> None:

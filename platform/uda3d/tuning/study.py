@@ -189,7 +189,7 @@ def run_study(spec: TuneSpec) -> dict[str, Any]:
     from uda3d.io.tables import write_csv, write_json
     from uda3d.tracking import Tracker
     from uda3d.training.checkpoint import load_generator
-    from uda3d.training.ray_runtime import ensure_ray
+    from uda3d.training.ray_cluster import ensure_ray
     from uda3d.tuning.tune import TUNE_SPLITS, _parent_run, build_tuner, trial_rows
 
     run, space = spec.stage, spec.space

@@ -227,7 +227,9 @@ def build_tuner(spec: TuneSpec, parent_run_id: str | None, param_space: dict[str
 
     Without ``param_space`` it is a search: the space's distributions sampled by Optuna (TPE or
     random, seeded) under ASHA or FIFO. A study passes its own ``param_space`` (a grid of points) and
-    runs every point with FIFO and Tune's own grid generator.
+    runs every point with FIFO and Tune's own grid generator. Every trial asks for the same
+    resources, so a finished trial's actor (its process, its imports) takes the next trial
+    (``reuse_actors``) rather than Ray starting a new one.
     """
     from optuna.samplers import RandomSampler, TPESampler
     from ray import tune
@@ -254,11 +256,12 @@ def build_tuner(spec: TuneSpec, parent_run_id: str | None, param_space: dict[str
                                    reduction_factor=space.reduction_factor)
                      if space.scheduler == "asha" else FIFOScheduler())
         tune_config = tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher,
-                                      scheduler=scheduler, num_samples=space.num_samples)
+                                      scheduler=scheduler, num_samples=space.num_samples, reuse_actors=True)
         param_space = to_tune(space)
     else:
         tune_config = tune.TuneConfig(metric=space.metric, mode=space.mode, scheduler=FIFOScheduler(),
-                                      num_samples=1, max_concurrent_trials=space.max_concurrent_trials)
+                                      num_samples=1, max_concurrent_trials=space.max_concurrent_trials,
+                                      reuse_actors=True)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                       run_config=tune.RunConfig(name=space.name, storage_path=spec.stage.storage_path, verbose=0,
                                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
@@ -325,7 +328,7 @@ def run_tune(spec: TuneSpec) -> dict[str, Any]:
     from uda3d.data.in_memory import load_data
     from uda3d.metrics.summary import spearman
     from uda3d.tracking import Tracker, finish_open_runs
-    from uda3d.training.ray_runtime import ensure_ray
+    from uda3d.training.ray_cluster import ensure_ray
 
     run = spec.stage
     check_selection_metric(spec.space)
