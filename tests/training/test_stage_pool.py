@@ -119,3 +119,35 @@ def test_pooled_stages_share_one_worker_and_train_exactly_as_a_fresh_fit(local_r
         assert all(torch.equal(weights[k], reference[k]) for k in reference)
         assert result.metrics["loss_l1"] == fresh.metrics["loss_l1"]
         assert int(result.metrics["epoch"]) == 2
+
+
+def _lost_once(job: StageJob) -> None:
+    """A stage whose worker dies after its first checkpoint; run again, it resumes from that checkpoint."""
+    folder = Path(job.spec.stage.storage_path) / job.spec.stage.run_name
+    if not list(folder.glob("checkpoint_*")):
+        with tempfile.TemporaryDirectory() as directory:
+            Path(directory, "pid").write_text(str(os.getpid()))
+            report({"attempt": 1}, directory)
+        os._exit(1)  # a lost node: no exception, no clean-up
+    [checkpoint] = folder.glob("checkpoint_*")
+    lost = int((checkpoint / "pid").read_text())
+    with tempfile.TemporaryDirectory() as directory:
+        Path(directory, "pid").write_text(str(os.getpid()))
+        report({"attempt": 2, "pid": os.getpid(), "lost_pid": lost}, directory)
+
+
+@pytest.mark.slow
+def test_a_lost_pool_worker_is_replaced_and_the_stage_resumes_from_its_run_folder(local_ray, tmp_path):
+    stage = StageRun(dataroot="", workdir=str(tmp_path), scaling=ScalingOptions(max_failures=1), progress=False)
+
+    def run(worker, name: str):
+        return launch(worker, StageJob(_Spec(StageRun(**{**stage.__dict__, "run_name": name})), None))
+
+    with stage_pool(stage.scaling, stage.storage_path) as pool:
+        resumed = run(_lost_once, "lost")
+        after = run(_where, "after")
+        assert pool.alive
+    assert resumed.metrics["attempt"] == 2 and resumed.metrics["pid"] != resumed.metrics["lost_pid"]
+    assert len(list((tmp_path / "ray_results" / "lost").glob("checkpoint_*"))) == 2  # the lost attempt's is kept
+    assert (Path(resumed.checkpoint) / "pid").read_text() == str(resumed.metrics["pid"])
+    assert after.metrics["pid"] == resumed.metrics["pid"]  # the replacement group serves the later stages
