@@ -1,11 +1,12 @@
 """One Ray Train worker group kept across a pipeline's stages, so only the first stage pays start-up.
 
 Ray Train 2.60 starts a controller and a new worker group for every ``TorchTrainer.fit`` and tears
-both down after it: about 8-11 s of start-up and 5 s of teardown per stage on 2 cores
-(``benchmarks/results/stage_overhead.md``), six or seven times per pipeline. Ray Train has no
-public way to hand a running worker group a second training function, so a pool is itself one
-long ``TorchTrainer.fit`` (run from a driver thread) whose training loop takes stage jobs from a
-small job-board actor, runs each one as ``launch`` would, and posts its result back:
+both down after it: 7-11 s of start-up and 5-7 s of teardown per stage on 2 cores
+(``benchmarks/results/stage_overhead.md``), six or seven times per pipeline; in the pool a later
+stage starts in 0.3 s. Ray Train has no public way to hand a running worker group a second
+training function, so a pool is itself one long ``TorchTrainer.fit`` (run from a driver thread)
+whose training loop takes stage jobs from a small job-board actor, runs each one as ``launch``
+would, and posts its result back:
 
 - every rank takes the same job in the same order (the driver posts one job at a time), so the
   process group, the ranks and DDP behave as in a fresh ``fit``;
