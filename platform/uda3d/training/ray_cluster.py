@@ -21,6 +21,9 @@ LOCAL_TRAIN_POLL_S = "0.2"
 # machine has no node that can be drained, and the process costs each stage about 1 s of start-up
 # on 2 cores (benchmarks/results/stage_overhead.md).
 LOCAL_PREEMPTION_WATCHER = "0"
+# Checkpoints a stage's run folder keeps (the newest ones): a fresh fit's ``num_to_keep`` and the
+# stage pool's own pruning alike, so ``--resume`` finds the same files either way.
+KEEP_CHECKPOINTS = 2
 
 
 def ensure_ray(address: str | None, train_cpus: float = 0.0) -> None:

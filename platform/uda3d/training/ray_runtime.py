@@ -12,9 +12,7 @@ from typing import Any, Generic, TypeVar
 import torch
 
 from uda3d.errors import ConfigError
-from uda3d.training.ray_cluster import ensure_ray, latest_checkpoint_on_disk, scaling_config
-
-log = logging.getLogger(__name__)
+from uda3d.training.ray_cluster import KEEP_CHECKPOINTS, ensure_ray, latest_checkpoint_on_disk, scaling_config
 
 S = TypeVar("S")  # a stage's spec
 C = TypeVar("C")  # its worker context
@@ -95,6 +93,11 @@ class StageJob(Generic[S, C]):
     context: C
 
 
+def train_result(checkpoint: str, metrics: dict) -> TrainResult:
+    """A stage's outcome as the caller sees it, whether a fresh fit or the pool ran it."""
+    return TrainResult(checkpoint=checkpoint, metrics=metrics, mlflow_run_id=metrics.get("mlflow_run_id") or None)
+
+
 def launch(worker: Callable[[StageJob], None], job: StageJob, datasets: dict | None = None,
            data_config=None) -> TrainResult:
     """Run ``worker(job)`` on a ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPUs), or on the open stage pool.
@@ -117,22 +120,21 @@ def launch(worker: Callable[[StageJob], None], job: StageJob, datasets: dict | N
         checkpoint, metrics = pool.run(worker, job, datasets)
         if checkpoint is None:
             raise RuntimeError(f"stage {stage.run_name!r} ended without a checkpoint")
-        return TrainResult(checkpoint=checkpoint, metrics=metrics, mlflow_run_id=metrics.get("mlflow_run_id") or None)
+        return train_result(checkpoint, metrics)
     ensure_ray(scaling.address, scaling.num_workers * scaling.cpus_per_worker)
     trainer = TorchTrainer(
         worker, train_loop_config=job, scaling_config=scaling_config(scaling),
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         run_config=RunConfig(name=stage.run_name, storage_path=stage.storage_path,
                              failure_config=FailureConfig(max_failures=scaling.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                              logging_config=LoggingConfig(log_level="INFO" if stage.verbose else "WARNING")),
         datasets=datasets, dataset_config=data_config,
     )
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    return TrainResult(checkpoint=result.checkpoint.path, metrics=dict(result.metrics),
-                       mlflow_run_id=result.metrics.get("mlflow_run_id") or None)
+    return train_result(result.checkpoint.path, dict(result.metrics))
 
 
 def restore_state(device, folder: str | None = None) -> dict | None:

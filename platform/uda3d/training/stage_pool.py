@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
-import logging
 import shutil
 import threading
 import uuid
@@ -40,10 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from uda3d.config import ScalingOptions
+from uda3d.training.ray_cluster import KEEP_CHECKPOINTS
 
-log = logging.getLogger(__name__)
-
-KEEP_CHECKPOINTS = 2  # as launch's CheckpointConfig(num_to_keep=2)
 POLL_S = 0.2  # how often the driver checks that the pool's fit is still alive while a job runs
 POOL_RUN_PREFIX = ".stage-pool-"
 
