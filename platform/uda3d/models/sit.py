@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from uda3d.models.blocks import check_divisible, checkpointed, conv_block, instance_norm
+from uda3d.models.cpu_conv import DepthSplitConv3d
 
 HEAD_CHANNELS = 8
 DOWNSAMPLING = 8
@@ -29,7 +30,7 @@ class DenseShortcut(nn.Module):
     def __init__(self, channels: int, layers: int = 3) -> None:
         super().__init__()
         self.norms = nn.ModuleList(instance_norm(3, channels) for _ in range(layers))
-        self.convs = nn.ModuleList(nn.Conv3d(channels, channels, 3, padding=1) for _ in range(layers))
+        self.convs = nn.ModuleList(DepthSplitConv3d(channels, channels, 3, padding=1) for _ in range(layers))
         self.weights = nn.ParameterList(nn.Parameter(torch.randn(i + 1, channels)) for i in range(layers))
         self.checkpointing = False  # ``models.blocks.set_checkpointing``: recompute each layer in backward
 
@@ -74,12 +75,12 @@ class SITGenerator(nn.Module):
         self.enc2 = conv_block(3, ngf, ngf, kernel_size=4, stride=2, padding=1)
         self.enc3 = conv_block(3, ngf, ngf, kernel_size=4, stride=2, padding=1)
         self.dec3 = nn.Sequential(DenseShortcut(ngf), _post(ngf), _up(ngf, ngf))
-        self.fuse2 = nn.Conv3d(2 * ngf, ngf, 1)
+        self.fuse2 = DepthSplitConv3d(2 * ngf, ngf, 1)
         self.dec2 = nn.Sequential(DenseShortcut(ngf), _post(ngf), _up(ngf, ngf))
-        self.fuse1 = nn.Conv3d(2 * ngf, ngf, 1)
+        self.fuse1 = DepthSplitConv3d(2 * ngf, ngf, 1)
         self.dec1 = nn.Sequential(DenseShortcut(ngf), _post(ngf), DenseShortcut(ngf), _post(ngf),
                                   _up(ngf, HEAD_CHANNELS))
-        self.head = nn.Sequential(_post(HEAD_CHANNELS), nn.Conv3d(HEAD_CHANNELS, out_channels, 3, padding=1),
+        self.head = nn.Sequential(_post(HEAD_CHANNELS), DepthSplitConv3d(HEAD_CHANNELS, out_channels, 3, padding=1),
                                   nn.Sigmoid())
         self.checkpointing = False  # ``models.blocks.set_checkpointing``: recompute each piece in backward
         self._init_weights()

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from uda3d.models.blocks import conv_block
+from uda3d.models.cpu_conv import DepthSplitConv3d
 from uda3d.models.sit import SITGenerator
 
 ENCODER_PREFIXES = ("enc1.", "enc2.", "enc3.")
@@ -31,11 +32,11 @@ class AuxiliaryDecoder(nn.Module):
         super().__init__()
         width = max(4, ngf // 2)
         self.up3 = conv_block(3, ngf, width, kernel_size=3, stride=2, padding=1, transposed=True, output_padding=1)
-        self.fuse2 = nn.Conv3d(width + ngf, width, 1)
+        self.fuse2 = DepthSplitConv3d(width + ngf, width, 1)
         self.up2 = conv_block(3, width, width, kernel_size=3, stride=2, padding=1, transposed=True, output_padding=1)
-        self.fuse1 = nn.Conv3d(width + ngf, width, 1)
+        self.fuse1 = DepthSplitConv3d(width + ngf, width, 1)
         self.up1 = conv_block(3, width, width, kernel_size=3, stride=2, padding=1, transposed=True, output_padding=1)
-        self.out = nn.Sequential(nn.Conv3d(width, channels, 3, padding=1), nn.Sigmoid())
+        self.out = nn.Sequential(DepthSplitConv3d(width, channels, 3, padding=1), nn.Sigmoid())
 
     def forward(self, features: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         e1, e2, e3 = features
