@@ -111,6 +111,23 @@ def test_demo_gives_its_one_worker_every_local_core_but_one_cpu_on_a_cluster():
 
 
 @pytest.mark.slow
+def test_demo_fine_tunes_start_from_its_backbone_at_the_demo_fine_tune_lr(tmp_path):
+    from uda3d.config import PreprocessConfig
+    from uda3d.demo import DEMO_FINE_TUNE_LR, DemoConfig, demo_pipeline_config
+
+    config = DemoConfig(workdir=tmp_path)
+    pipeline = demo_pipeline_config(config, tmp_path / "cohort", PreprocessConfig(), progress=False)
+    assert pipeline.backbone.lr * pipeline.robust_lr_factor == pytest.approx(DEMO_FINE_TUNE_LR)
+    assert (pipeline.robust_epochs, pipeline.supervised_epochs) == (config.robust_epochs, config.supervised_epochs)
+
+
+def test_demo_refuses_a_fine_tune_lr_outside_0_1_naming_the_flag(tmp_path, capsys):
+    code = main(["demo", "--workdir", str(tmp_path / "demo"), "--fine-tune-lr", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--fine-tune-lr" in err and "got 2.0" in err
+    assert not (tmp_path / "demo").exists()
+
+
 def test_demo_runs_every_stage(local_ray, tmp_path, capsys):
     code = main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
                  "--shape", "24", "24", "24", "--backbone-epochs", "3", "--vae-epochs", "2",
