@@ -7,7 +7,13 @@ is a separate training with the demo's schedule shape (3/4 of the epochs at cons
 decaying linearly to 0), trained in this process with the library's trainer (no Ray: the same
 maths, none of the start-up), scored every ``--every`` epochs on ``domain1_val``.
 
-    python benchmarks/backbone_convergence.py [--epochs 40 80 160] [--lr 1e-3]
+    python benchmarks/backbone_convergence.py [--epochs 60 120 240] [--lr 6e-3] \
+        [--fine-tune-from 120 --fine-tune-lrs 3e-3 1e-3 5e-4]
+
+``--fine-tune-from N`` also asks which constant lr the fine-tunes that start from the N-epoch
+backbone should use: 20 epochs of ``source_ft`` and ``robust`` (scored on source val and, for
+information, target val) and of the supervised bound on ``domain2_train`` (scored on target val:
+the bound is trained with target labels by definition, and this is the development cohort).
 
 Results go to ``benchmarks/results/backbone_convergence.md``.
 """
@@ -26,11 +32,8 @@ RESULTS = Path(__file__).parent / "results" / "backbone_convergence.md"
 DEV_SEED, DEV_SITES = 11, ("site-c", "site-b")
 
 
-def train(data, config, every: int) -> list[tuple[int, float, float]]:
-    """(epoch, source-val PSNR, seconds so far) every ``every`` epochs and at the end."""
-    import torch
-
-    from uda3d.evaluation import score
+def train(data, config, every: int):
+    """The trained trainer, and (epoch, source-val PSNR, seconds so far) every ``every`` epochs and at the end."""
     from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
 
     trainer = Pix2PixTrainer.from_state(config)
@@ -38,22 +41,47 @@ def train(data, config, every: int) -> list[tuple[int, float, float]]:
 
     def on_epoch_end(t, metrics) -> None:
         if t.epoch % every == 0 or t.epoch == config.total_epochs:
-            scored = copy.deepcopy(t.generator).eval()  # as a checkpoint is loaded; training goes on untouched
-            with torch.no_grad():
-                psnr = score(scored, data.items["domain1_val"])[0]["psnr"]
+            psnr = val_scores(data, t.generator)[0]
             curve.append((t.epoch, psnr, time.perf_counter() - started))
             print(f"  {config.total_epochs}-epoch run, epoch {t.epoch}: source-val PSNR {psnr:.2f} dB", flush=True)
 
     fit_backbone(trainer, lambda e: data.batches("domain1_train", config.seed * 1000 + e), None, lambda m: None,
                  on_epoch_end=on_epoch_end)
-    return curve
+    return trainer, curve
+
+
+def fine_tune(data, backbone, config, split: str) -> tuple[float, float]:
+    """Source-val and target-val PSNR after fine-tuning ``backbone`` (a trainer) with ``config`` on ``split``."""
+    from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
+
+    trainer = Pix2PixTrainer.from_state(config, backbone.state_dict())
+    fit_backbone(trainer, lambda e: data.batches(split, config.seed * 1000 + e), None, lambda m: None)
+    return val_scores(data, trainer.generator)
+
+
+def val_scores(data, generator) -> tuple[float, float]:
+    """Brain PSNR on source val and on target val, of a copy (as a checkpoint is loaded; training goes on)."""
+    import torch
+
+    from uda3d.evaluation import score
+
+    scored = copy.deepcopy(generator).eval()
+    with torch.no_grad():
+        return tuple(score(scored, data.items[s])[0]["psnr"] for s in ("domain1_val", "domain2_val"))
+
+
+FINE_TUNES = (("source_ft", "domain1_train", {}), ("robust", "domain1_train", {"robust_augment": True}),
+              ("supervised", "domain2_train", {}))
+FINE_TUNE_EPOCHS = 20
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, nargs="+", default=[40, 80, 160])
+    parser.add_argument("--epochs", type=int, nargs="+", default=[60, 120, 240])
     parser.add_argument("--lr", type=float, default=None, help="default: the demo backbone's")
     parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--fine-tune-from", type=int, default=None, help="one of --epochs")
+    parser.add_argument("--fine-tune-lrs", type=float, nargs="+", default=[3e-3, 1e-3, 5e-4])
     args = parser.parse_args()
     import torch
 
@@ -69,17 +97,28 @@ def main() -> None:
         generate_cohort(root, CohortConfig(sites=DEV_SITES, subjects_per_site=demo.subjects_per_site,
                                            shape=demo.shape, seed=DEV_SEED), progress=False)
         data = load_data(str(root), PreprocessConfig(), Path(work) / "cache",
-                         ("domain1_train", "domain1_val"), ())
+                         ("domain1_train", "domain1_val", "domain2_train", "domain2_val"), ())
         base = demo.backbone if args.lr is None else dataclasses.replace(demo.backbone, lr=args.lr)
         finals = {}
         curves = {}
+        tuned = []
         for total in args.epochs:
             config = dataclasses.replace(base, epochs=total - total // 4, epochs_decay=total // 4)
-            curves[total] = train(data, config, args.every)
+            trainer, curves[total] = train(data, config, args.every)
             finals[total] = curves[total][-1]
+            if total == args.fine_tune_from:
+                tuned.append(("backbone (no fine-tune)", "", *val_scores(data, trainer.generator)))
+                for lr in args.fine_tune_lrs:
+                    for name, split, extra in FINE_TUNES:
+                        ft = dataclasses.replace(config, lr=lr, epochs=FINE_TUNE_EPOCHS, epochs_decay=0, **extra)
+                        tuned.append((name, f"{lr:g}", *fine_tune(data, trainer, ft, split)))
+                        print(f"  {name} at lr {lr:g}: source-val {tuned[-1][2]:.2f} dB, "
+                              f"target-val {tuned[-1][3]:.2f} dB", flush=True)
     lines = ["# Demo backbone: source-val PSNR after N epochs (development cohort)", "",
              f"`python benchmarks/backbone_convergence.py --epochs {' '.join(map(str, args.epochs))}"
-             f"{'' if args.lr is None else f' --lr {args.lr:g}'}`: the demo's backbone (ngf {base.ngf}, "
+             f"{'' if args.lr is None else f' --lr {args.lr:g}'}"
+             f"{'' if args.fine_tune_from is None else f' --fine-tune-from {args.fine_tune_from}'}`: "
+             f"the demo's backbone (ngf {base.ngf}, "
              f"lr {base.lr:g}, 3/4 constant then 1/4 linear decay) on the development cohort "
              f"(seed {DEV_SEED}, {DEV_SITES[0]} source, {demo.subjects_per_site} subjects per site at "
              f"{demo.shape}), one run per N, in-process on "
@@ -92,6 +131,11 @@ def main() -> None:
     lines += ["", "Every run's curve (epoch: dB), the decay included:", ""]
     for total, curve in curves.items():
         lines.append(f"- {total}: " + ", ".join(f"{e}: {p:.2f}" for e, p, _ in curve))
+    if tuned:
+        lines += ["", f"Fine-tunes of {FINE_TUNE_EPOCHS} epochs at a constant lr from the {args.fine_tune_from}-epoch "
+                  "backbone (source_ft and robust on domain1_train, the supervised bound on domain2_train):", "",
+                  "| fine-tune | lr | source-val PSNR dB | target-val PSNR dB |", "|---|---|---|---|"]
+        lines += [f"| {name} | {lr} | {d1:.2f} | {d2:.2f} |" for name, lr, d1, d2 in tuned]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[6:6 + len(finals)]))
