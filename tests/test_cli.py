@@ -110,7 +110,6 @@ def test_demo_gives_its_one_worker_every_local_core_but_one_cpu_on_a_cluster():
     assert (remote.cpus_per_worker, remote.address) == (1.0, "ray://head:10001")
 
 
-@pytest.mark.slow
 def test_demo_fine_tunes_start_from_its_backbone_at_the_demo_fine_tune_lr(tmp_path):
     from uda3d.config import PreprocessConfig
     from uda3d.demo import DEMO_FINE_TUNE_LR, DemoConfig, demo_pipeline_config
@@ -128,6 +127,7 @@ def test_demo_refuses_a_fine_tune_lr_outside_0_1_naming_the_flag(tmp_path, capsy
     assert not (tmp_path / "demo").exists()
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage(local_ray, tmp_path, capsys):
     code = main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
                  "--shape", "24", "24", "24", "--backbone-epochs", "3", "--vae-epochs", "2",
