@@ -20,14 +20,16 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results" / "cpu_conv.md"
 
 
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up: oneDNN builds its kernels on first use
-    out = []
+def interleaved(plain_fn, split_fn, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each, alternating calls so a noisy machine slows both alike."""
+    plain_fn(), split_fn()  # warm-up: oneDNN builds its kernels on first use
+    times = {"plain": [], "split": []}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+        for name, fn in (("plain", plain_fn), ("split", split_fn)):
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def plain(model):
@@ -62,10 +64,7 @@ def main() -> None:
     reference = plain(DepthSplitConv3d(16, 16, 3, padding=1))
     reference.load_state_dict(layer.state_dict())
     x = torch.randn(1, 16, 28, 24, 24, requires_grad=True)
-    times = {"plain": [], "split": []}
-    for _ in range(args.repeats):
-        times["plain"] += timed(lambda: reference(x).sum().backward(), 1)
-        times["split"] += timed(lambda: layer(x).sum().backward(), 1)
+    times = interleaved(lambda: reference(x).sum().backward(), lambda: layer(x).sum().backward(), args.repeats)
     rows.append(("one conv k3, 16 -> 16 channels, 28x24x24, forward + backward", times))
 
     shape = (56, 48, 48)  # the demo's volumes after preprocessing
@@ -73,10 +72,7 @@ def main() -> None:
     config = dataclasses.replace(DEMO_BACKBONE, augment=False)
     split_trainer, plain_trainer = Pix2PixTrainer.from_state(config), Pix2PixTrainer.from_state(config)
     plain(plain_trainer.generator)
-    times = {"plain": [], "split": []}
-    for _ in range(args.repeats):
-        times["plain"] += timed(lambda: plain_trainer.train_step(batch), 1)
-        times["split"] += timed(lambda: split_trainer.train_step(batch), 1)
+    times = interleaved(lambda: plain_trainer.train_step(batch), lambda: split_trainer.train_step(batch), args.repeats)
     rows.append((f"demo backbone training step (ngf {config.ngf}, {'x'.join(map(str, shape))}, D and G updates)",
                  times))
 
