@@ -188,6 +188,14 @@ def require_positive(config: Any, *names: str) -> None:
             raise ConfigError(name, f"expected a positive integer, got {getattr(config, name)}")
 
 
+def require_learning_rate(config: Any, *names: str) -> None:
+    """Raise ``ConfigError`` naming the first of ``names`` outside (0, 1): Adam learning rates."""
+    for name in names:
+        value = getattr(config, name)
+        if not 0 < value < 1:
+            raise ConfigError(name, f"expected 0 < {name} < 1, got {value}")
+
+
 @dataclasses.dataclass(frozen=True)
 class RobustAugmentConfig:
     """Strengths of robust source training's input-intensity augmentation (``uda3d.data.robust_augment``).
@@ -409,8 +417,7 @@ class BackboneConfig:
         if self.generator not in GENERATORS:
             raise ConfigError("generator", f"expected one of {list(GENERATORS)}, got {self.generator!r}")
         require_positive(self, "ngf", "ndf", "n_layers_d", "grad_accum")
-        if not 0 < self.lr < 1:
-            raise ConfigError("lr", f"expected 0 < lr < 1, got {self.lr}")
+        require_learning_rate(self, "lr")
         if not 0 <= self.beta1 < 1:
             raise ConfigError("beta1", f"expected 0 <= beta1 < 1, got {self.beta1}")
         if self.lambda_l1 < 0 or self.lambda_fm < 0:
@@ -484,8 +491,7 @@ class VAEConfig:
         require_positive(self, "gf_dim", "latent_channels", "epochs")
         if self.kl_weight < 0:
             raise ConfigError("kl_weight", f"expected >= 0, got {self.kl_weight}")
-        if not 0 < self.lr < 1:
-            raise ConfigError("lr", f"expected 0 < lr < 1, got {self.lr}")
+        require_learning_rate(self, "lr")
         if self.seed < 0:
             raise ConfigError("seed", f"expected a non-negative integer, got {self.seed}")
 
@@ -533,8 +539,7 @@ class AdaptConfig:
             raise ConfigError("ele_percent", f"expected 0 < ele_percent <= 100, got {self.ele_percent}")
         if self.kl_weight < 0:
             raise ConfigError("kl_weight", f"expected >= 0, got {self.kl_weight}")
-        if not 0 < self.lr < 1:
-            raise ConfigError("lr", f"expected 0 < lr < 1, got {self.lr}")
+        require_learning_rate(self, "lr")
         if self.epochs < 1:
             raise ConfigError("epochs", f"expected a positive integer, got {self.epochs}")
         if self.target_subjects is not None and self.target_subjects < 1:
@@ -601,8 +606,7 @@ class SelfTrainConfig:
         require_positive(self, "views", "epochs", "rounds")
         if not 0 < self.keep_fraction <= 1:
             raise ConfigError("keep_fraction", f"expected 0 < keep_fraction <= 1, got {self.keep_fraction}")
-        if not 0 < self.lr < 1:
-            raise ConfigError("lr", f"expected 0 < lr < 1, got {self.lr}")
+        require_learning_rate(self, "lr")
         if self.weight < 0:
             raise ConfigError("weight", f"expected >= 0, got {self.weight}")
         if self.seed < 0:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uda3d.config import AdaptConfig, BackboneConfig, PreprocessConfig, ScalingOptions, VAEConfig
+from uda3d.config import AdaptConfig, BackboneConfig, PreprocessConfig, ScalingOptions, VAEConfig, require_learning_rate
 from uda3d.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -88,8 +88,7 @@ class DemoConfig:
     address: str | None = None
 
     def __post_init__(self) -> None:
-        if not 0 < self.fine_tune_lr < 1:
-            raise ConfigError("fine_tune_lr", f"expected 0 < fine_tune_lr < 1, got {self.fine_tune_lr}")
+        require_learning_rate(self, "fine_tune_lr")
 
 
 def demo_scaling(address: str | None) -> ScalingOptions:
