@@ -45,7 +45,7 @@ def train(data, config, every: int):
 
     def on_epoch_end(t, metrics) -> None:
         if t.epoch % every == 0 or t.epoch == config.total_epochs:
-            psnr = val_scores(data, t.generator)[0]
+            psnr = val_scores(data, t.generator, ("domain1_val",))[0]  # the curve needs source val only
             curve.append((t.epoch, psnr, time.perf_counter() - started))
             print(f"  {config.total_epochs}-epoch run, epoch {t.epoch}: source-val PSNR {psnr:.2f} dB", flush=True)
 
@@ -63,15 +63,15 @@ def fine_tune(data, backbone, config, split: str) -> tuple[float, float]:
     return val_scores(data, trainer.generator)
 
 
-def val_scores(data, generator) -> tuple[float, float]:
-    """Brain PSNR on source val and on target val, of a copy (as a checkpoint is loaded; training goes on)."""
+def val_scores(data, generator, splits: tuple[str, ...] = ("domain1_val", "domain2_val")) -> tuple[float, ...]:
+    """Brain PSNR on each split (source val, target val), of a copy (as a checkpoint is loaded; training goes on)."""
     import torch
 
     from uda3d.evaluation import score
 
     scored = copy.deepcopy(generator).eval()
     with torch.no_grad():
-        return tuple(score(scored, data.items[s])[0]["psnr"] for s in ("domain1_val", "domain2_val"))
+        return tuple(score(scored, data.items[s])[0]["psnr"] for s in splits)
 
 
 def voxel_reference(data, steps: int = 3000, seed: int = 0) -> float:
