@@ -4,10 +4,12 @@
 it is a default, so it is chosen here on the development cohort (generator seed 11, source
 site-c, as ``benchmarks/compare_methods.py --cohort dev``), never on the demo's own cohort. Each N
 is a separate training with the demo's schedule shape (3/4 of the epochs at constant lr, then 1/4
-decaying linearly to 0), trained in this process with the library's trainer (no Ray: the same
-maths, none of the start-up), scored every ``--every`` epochs on ``domain1_val``.
+decaying linearly to 0; the demo's share of L1 warm-up epochs, ``--warmup-fraction``), trained in
+this process with the library's trainer (no Ray: the same maths, none of the start-up), scored
+every ``--every`` epochs on ``domain1_val``.
 
     python benchmarks/backbone_convergence.py [--epochs 60 120 240] [--lr 6e-3] [--ngf 32] [--ndf 8] \
+        [--warmup-fraction 0.75] \
         [--fine-tune-from 120 --fine-tune-lrs 3e-3 1e-3 5e-4]
 
 A yardstick for "has learned the task" comes with it: a per-voxel MLP (FLAIR and T2 of one voxel
@@ -110,6 +112,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="default: the demo backbone's")
     parser.add_argument("--ngf", type=int, default=None, help="default: the demo backbone's")
     parser.add_argument("--ndf", type=int, default=None, help="default: the demo backbone's")
+    parser.add_argument("--warmup-fraction", type=float, default=None,
+                        help="share of each run's epochs in L1 warm-up (default: the demo backbone's)")
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--fine-tune-from", type=int, default=None, help="one of --epochs")
     parser.add_argument("--fine-tune-lrs", type=float, nargs="+", default=[3e-3, 1e-3, 5e-4])
@@ -131,31 +135,38 @@ def main() -> None:
                          ("domain1_train", "domain1_val", "domain2_train", "domain2_val"), ())
         overrides = {k: v for k, v in (("lr", args.lr), ("ngf", args.ngf), ("ndf", args.ndf)) if v is not None}
         base = dataclasses.replace(demo.backbone, **overrides)
+        warmup = (demo.backbone.l1_warmup_epochs / demo.backbone.total_epochs if args.warmup_fraction is None
+                  else args.warmup_fraction)
         reference = voxel_reference(data)
         print(f"  per-voxel MLP: source-val PSNR {reference:.2f} dB", flush=True)
         finals = {}
         curves = {}
         tuned = []
         for total in args.epochs:
-            config = dataclasses.replace(base, epochs=total - total // 4, epochs_decay=total // 4)
+            config = dataclasses.replace(base, epochs=total - total // 4, epochs_decay=total // 4,
+                                         l1_warmup_epochs=round(warmup * total))
             trainer, curves[total] = train(data, config, args.every)
             finals[total] = curves[total][-1]
             if total == args.fine_tune_from:
                 tuned.append(("backbone (no fine-tune)", "", *val_scores(data, trainer.generator)))
                 for lr in args.fine_tune_lrs:
                     for name, split, extra in FINE_TUNES:
-                        ft = dataclasses.replace(config, lr=lr, epochs=FINE_TUNE_EPOCHS, epochs_decay=0, **extra)
+                        ft = dataclasses.replace(config, lr=lr, epochs=FINE_TUNE_EPOCHS, epochs_decay=0,
+                                                 l1_warmup_epochs=0, **extra)
                         tuned.append((name, f"{lr:g}", *fine_tune(data, trainer, ft, split)))
                         print(f"  {name} at lr {lr:g}: source-val {tuned[-1][2]:.2f} dB, "
                               f"target-val {tuned[-1][3]:.2f} dB", flush=True)
     flags = "".join(f" --{k} {v:g}" for k, v in overrides.items())
+    if args.warmup_fraction is not None:
+        flags += f" --warmup-fraction {args.warmup_fraction:g}"
     if args.fine_tune_from is not None:
         flags += f" --fine-tune-from {args.fine_tune_from} --fine-tune-lrs " + " ".join(map("{:g}".format,
                                                                                           args.fine_tune_lrs))
     lines = ["# Demo backbone: source-val PSNR after N epochs (development cohort)", "",
              f"`python benchmarks/backbone_convergence.py --epochs {' '.join(map(str, args.epochs))}{flags}`: "
              f"the demo's backbone (ngf {base.ngf}, ndf {base.ndf}, "
-             f"lr {base.lr:g}, 3/4 constant then 1/4 linear decay) on the development cohort "
+             f"lr {base.lr:g}, 3/4 constant then 1/4 linear decay, the first {warmup:.0%} of the epochs L1 "
+             f"alone) on the development cohort "
              f"(seed {DEV_SEED}, {DEV_SITES[0]} source, {demo.subjects_per_site} subjects per site at "
              f"{demo.shape}), one run per N, in-process on "
              f"{os.cpu_count()} cores (load average {os.getloadavg()[0]:.2f} at the end).", "",

@@ -16,7 +16,9 @@ import pytest
 
 from uda3d.data.validate import validate_root
 
-COHORT = ["--subjects-per-site", "4", "--shape", "32", "32", "32", "--seed", "5", "--quiet"]
+# 12 subjects per site: writing them takes about 0.6 s after the first NIfTI lands, a window the signal
+# cannot miss on a fast machine (with 4 it was 0.2 s, and once the stage finished first).
+COHORT = ["--subjects-per-site", "12", "--shape", "32", "32", "32", "--seed", "5", "--quiet"]
 
 
 def _cohort(out: Path) -> subprocess.Popen:
@@ -31,7 +33,7 @@ def _wait_for_partial_write(parent: Path, proc: subprocess.Popen, timeout: float
     while time.monotonic() < deadline and proc.poll() is None:
         if any(parent.glob(".root.*.tmp/domain*/*/*.nii.gz")):
             return
-        time.sleep(0.05)
+        time.sleep(0.01)
     raise AssertionError(f"the stage never started writing (exit code {proc.poll()})")
 
 
@@ -58,5 +60,5 @@ def test_signal_mid_write_leaves_nothing_and_a_rerun_succeeds(tmp_path, signum, 
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     report = validate_root(out)
-    assert report.ok and sum(len(s) for s in report.splits.values()) == 8
+    assert report.ok and sum(len(s) for s in report.splits.values()) == 24
     assert [p.name for p in parent.iterdir()] == ["root"]

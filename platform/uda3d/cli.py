@@ -122,7 +122,8 @@ def _demo_config(args: argparse.Namespace):
     defaults = DemoConfig()
     return config_from(args, DemoConfig, vae=dataclasses.replace(defaults.vae, epochs=args.vae_epochs),
                        backbone=dataclasses.replace(defaults.backbone, epochs=args.backbone_epochs,
-                                                    epochs_decay=args.backbone_epochs // 3))
+                                                    epochs_decay=args.backbone_epochs // 3,
+                                                    l1_warmup_epochs=args.backbone_epochs))
 
 
 # --- handlers: call the library, print what it returns ----------------------------------------------

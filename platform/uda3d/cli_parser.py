@@ -50,6 +50,10 @@ class _Parser(argparse.ArgumentParser):
 
 # --- the commands' flags (only the hand-made ones are written out) ---------------------------------
 
+# The backbone's epoch counts may be 0 (e.g. no decay, no warm-up); the config checks that some remain.
+_BACKBONE_EPOCH_TYPES = {"epochs": non_negative_int, "epochs_decay": non_negative_int,
+                         "l1_warmup_epochs": non_negative_int}
+
 def _backbone_flags(p: argparse.ArgumentParser) -> None:
     """train the 3D pix2pix backbone (FLAIR+T2 -> T1) on the source site with Ray Train, tracked in MLflow"""
     p.add_argument("--dataroot", type=Path, required=True, help="BraTS-layout root")
@@ -57,7 +61,7 @@ def _backbone_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-domain", default="domain1", help="trains on <domain>_train, validates on <domain>_val")
     g = p.add_argument_group("model and optimisation (defaults: the method's)")
     add_fields(g, BackboneConfig, exclude=("beta1", "lambda_l1", "lambda_fm", "robust", "spatial"),
-               types_={"epochs": non_negative_int, "epochs_decay": non_negative_int}, choices={"generator": GENERATORS})
+               types_=_BACKBONE_EPOCH_TYPES, choices={"generator": GENERATORS})
     g.add_argument("--init-checkpoint", type=Path, default=None,
                    help="start from this backbone's networks (e.g. fine-tune a plain backbone with --robust-augment)")
     g = p.add_argument_group("robust augmentation strengths (with --robust-augment)")
@@ -97,8 +101,8 @@ def _adapt_flags(p: argparse.ArgumentParser) -> None:
 
 def _stage_flags(g: argparse._ArgumentGroup) -> None:
     """The backbone, VAE and adaptation flags ``pipeline`` and ``compare-methods`` share."""
-    add_fields(g, BackboneConfig, fields=("ngf", "lr", "epochs", "epochs_decay"), prefix="backbone-",
-               flags={"ngf": "--ngf"}, types_={"epochs": non_negative_int, "epochs_decay": non_negative_int})
+    add_fields(g, BackboneConfig, fields=("ngf", "lr", "epochs", "epochs_decay", "l1_warmup_epochs"),
+               prefix="backbone-", flags={"ngf": "--ngf"}, types_=_BACKBONE_EPOCH_TYPES)
     add_fields(g, VAEConfig, fields=("latent_channels", "lr", "epochs"), prefix="vae-",
                flags={"latent_channels": "--latent-channels"})
     add_fields(g, AdaptConfig, fields=("lr", "epochs"), prefix="adapt-")
@@ -305,7 +309,8 @@ def _demo_flags(p: argparse.ArgumentParser) -> None:
     defaults = DemoConfig()
     add_fields(p, DemoConfig, exclude=("sites", "backbone", "vae", "adapt"), metavars={"shape": ("X", "Y", "Z")})
     p.add_argument("--backbone-epochs", type=positive_int, default=defaults.backbone.epochs,
-                   help="constant-lr backbone epochs (a third as many decay epochs follow; default: %(default)s)")
+                   help="constant-lr backbone epochs, trained on L1 alone (a third as many decaying epochs of the "
+                        "method's GAN losses follow; default: %(default)s)")
     p.add_argument("--vae-epochs", type=positive_int, default=defaults.vae.epochs,
                    help="VAE epochs (default: %(default)s)")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -71,6 +73,42 @@ def test_resume_continues_with_the_next_epoch(loaders, tmp_path):
     assert [m["epoch"] for m in rest] == [3, 4]
     assert [m["lr"] for m in rest] == [m["lr"] for m in full[2:]]  # the schedule resumed too
     assert rest[-1]["loss_l1"] == pytest.approx(full[-1]["loss_l1"], rel=1e-5)
+
+
+def test_l1_warmup_trains_the_generator_alone_then_hands_over_to_the_gan(loaders):
+    train, _ = loaders
+    config = BackboneConfig(ngf=4, ndf=4, lr=2e-3, epochs=2, epochs_decay=0, l1_warmup_epochs=1, augment=False,
+                            seed=4)
+    trainer = Pix2PixTrainer(config, CPU)
+    batch = next(iter(train(1)))
+    # The warm-up step by hand: Adam on lambda_l1 x L1 alone, from the same weights.
+    reference = copy.deepcopy(trainer.generator)
+    adam = torch.optim.Adam(reference.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    (config.lambda_l1 * (reference(batch["input"]) - batch["target"]).abs().mean()).backward()
+    adam.step()
+    d_before = copy.deepcopy(trainer.discriminator.state_dict())
+    after_warmup: dict = {}
+
+    def keep_first_epoch(t: Pix2PixTrainer, metrics: dict) -> None:
+        if metrics["epoch"] == 1:
+            after_warmup.update(generator=copy.deepcopy(t.generator), discriminator=copy.deepcopy(
+                t.discriminator.state_dict()))
+
+    history: list[dict] = []
+    fit_backbone(trainer, lambda e: [batch], None, history.append, on_epoch_end=keep_first_epoch)
+    for got, want in zip(after_warmup["generator"].parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(v, after_warmup["discriminator"][k]) for k, v in d_before.items())
+    assert "loss_d" not in history[0] and history[0]["loss_g"] == pytest.approx(100 * history[0]["loss_l1"])
+    # The second epoch is the method's: D learns, and G's loss has the GAN and feature-matching terms.
+    assert not all(torch.equal(v, trainer.discriminator.state_dict()[k]) for k, v in d_before.items())
+    assert {"loss_d", "loss_g_gan", "loss_fm"} <= set(history[1])
+
+
+@pytest.mark.parametrize("warmup", [-1, 5])
+def test_l1_warmup_must_fit_in_the_run(warmup):
+    with pytest.raises(ConfigError, match="l1_warmup_epochs"):
+        BackboneConfig(epochs=3, epochs_decay=1, l1_warmup_epochs=warmup)
 
 
 def test_from_state_loads_the_networks_and_grows_a_joint_head_from_a_plain_backbone():

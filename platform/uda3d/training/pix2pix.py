@@ -8,11 +8,13 @@ injected through ``wrap`` (Ray's ``prepare_model``), so the same code runs on on
 Each step, as the method's code: update D on (real, fake.detach()) pairs with the LSGAN loss, then
 update G with GAN + 100 L1 + 1.5 feature matching through a D whose parameters are frozen. With
 ``aux_weight > 0`` a third update trains the auxiliary input-reconstruction task on the shared
-encoder and its head (``uda3d.adaptation.ttt``).
+encoder and its head (``uda3d.adaptation.ttt``). During the config's ``l1_warmup_epochs`` (0 in the
+method) the step is G alone on L1: the discriminator neither runs nor learns.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from typing import Any
@@ -27,6 +29,7 @@ from uda3d.data.spatial_augment import spatial_augment
 from uda3d.losses.adversarial import discriminator_loss, lsgan_loss
 from uda3d.losses.cross_contrast import auxiliary_loss
 from uda3d.losses.pix2pix import generator_loss
+from uda3d.losses.reconstruction import l1_loss
 from uda3d.metrics.image import mean_metrics, volume_metrics
 from uda3d.models.factory import build_discriminator, build_generator
 from uda3d.models.ttt import auxiliary_task_parameters, load_generator_state
@@ -110,7 +113,8 @@ class Pix2PixTrainer:
 
     # -- one volume -------------------------------------------------------------------------------
     def train_step(self, batch: dict[str, Any], augment_rng: torch.Generator | None = None) -> dict[str, float]:
-        """One D update and one G update on a batch of paired volumes (accumulated per config)."""
+        """One D update and one G update on a batch of paired volumes (accumulated per config); a G update
+        on L1 alone while ``trainer.epoch`` is inside the config's L1 warm-up."""
         x, y = batch["input"], batch["target"]
         if augment_rng is not None and self.config.spatial_augment:
             pairs = [spatial_augment(xi, yi, augment_rng, self.config.spatial) for xi, yi in zip(x, y)]
@@ -123,8 +127,28 @@ class Pix2PixTrainer:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         accum = self.config.grad_accum
         boundary = (self._micro_step + 1) % accum == 0
-        d_module = unwrap(self.discriminator)
+        warming_up = self.epoch < self.config.l1_warmup_epochs
+        terms = self._l1_step(x, y, accum, boundary) if warming_up else self._gan_step(x, y, accum, boundary)
+        if self.opt_aux is not None:
+            terms["loss_aux"] = self.auxiliary_step(batch)
+        self._micro_step += 1
+        return {k: float(v.detach()) for k, v in terms.items()}
 
+    def _l1_step(self, x: torch.Tensor, y: torch.Tensor, accum: int, boundary: bool) -> dict[str, torch.Tensor]:
+        """The warm-up's step: G alone on lambda_l1 x L1 (the discriminator is neither run nor updated)."""
+        with autocast(self.device, self.precision):
+            fake = self.generator(x)
+        l1 = l1_loss(fake.float(), y)
+        self.scaler.scale(self.config.lambda_l1 * l1 / accum).backward()
+        if boundary:
+            self.scaler.step(self.opt_g)
+            self.opt_g.zero_grad(set_to_none=True)
+            self.scaler.update()
+        return {"loss_g": self.config.lambda_l1 * l1, "loss_l1": l1}
+
+    def _gan_step(self, x: torch.Tensor, y: torch.Tensor, accum: int, boundary: bool) -> dict[str, torch.Tensor]:
+        """The method's step: D on (real, fake.detach()) pairs, then G on GAN + L1 + feature matching."""
+        d_module = unwrap(self.discriminator)
         with autocast(self.device, self.precision):
             fake = self.generator(x)                                     # (B, 1, D, H, W)
         # 1. Discriminator: real pairs -> 1, fake pairs -> 0, one forward over both.
@@ -160,12 +184,8 @@ class Pix2PixTrainer:
             self.scaler.step(self.opt_g)
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler.update()
-        terms = {"loss_d": loss_d, "loss_g": g.total, "loss_g_gan": g.gan, "loss_l1": g.l1,
-                 "loss_fm": g.feature_matching}
-        if self.opt_aux is not None:
-            terms["loss_aux"] = self.auxiliary_step(batch)
-        self._micro_step += 1
-        return {k: float(v.detach()) for k, v in terms.items()}
+        return {"loss_d": loss_d, "loss_g": g.total, "loss_g_gan": g.gan, "loss_l1": g.l1,
+                "loss_fm": g.feature_matching}
 
     def auxiliary_step(self, batch: dict[str, Any]) -> torch.Tensor:
         """One step of the auxiliary task on the batch's undamaged, unaugmented inputs (brain from its mask).
@@ -265,7 +285,9 @@ def fit_backbone(trainer: Pix2PixTrainer, train_batches: Callable[[int], Iterabl
             count += 1
         metrics = {"epoch": float(epoch), "lr": trainer.opt_g.param_groups[0]["lr"]}
         trainer.sched_g.step()
-        trainer.sched_d.step()
+        with warnings.catch_warnings():  # in the L1 warm-up D's optimiser has not stepped: its schedule still runs
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            trainer.sched_d.step()
         trainer.epoch = epoch
         metrics.update({k: v / max(count, 1) for k, v in sums.items()})
         if val_batches is not None:
