@@ -54,6 +54,7 @@ class _Parser(argparse.ArgumentParser):
 _BACKBONE_EPOCH_TYPES = {"epochs": non_negative_int, "epochs_decay": non_negative_int,
                          "l1_warmup_epochs": non_negative_int}
 
+
 def _backbone_flags(p: argparse.ArgumentParser) -> None:
     """train the 3D pix2pix backbone (FLAIR+T2 -> T1) on the source site with Ray Train, tracked in MLflow"""
     p.add_argument("--dataroot", type=Path, required=True, help="BraTS-layout root")
