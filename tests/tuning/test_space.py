@@ -50,6 +50,8 @@ BAD = {
                    r"params\.target_subjects\.values: expected a positive integer"),
     "wrong type": ("params:\n  target_subjects: {type: int, low: one, high: 3}\n",
                    r"params\.target_subjects\.low: expected an integer"),
+    "continuous draws for an integer": ("params:\n  target_subjects: {type: uniform, low: 1, high: 3}\n",
+                                        r"params\.target_subjects\.low: expected int or null, got 1\.0"),
     "no start-up trials": ("search: {sampler: tpe, startup_trials: 0}\n"
                            "params:\n  lr: {type: choice, values: [1.0e-5]}\n",
                            r"search\.startup_trials: expected >= 1"),

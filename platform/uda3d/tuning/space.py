@@ -117,9 +117,11 @@ def parse_param(name: str, spec: Any, source: str, fixed: Mapping[str, Any]) -> 
         raise ConfigError(f"{key}.low", f"low {low} > high {high}", source)
     if kind == "loguniform" and low <= 0:
         raise ConfigError(f"{key}.low", f"loguniform needs low > 0, got {low}", source)
+    # Checked as a trial draws them: uniform and loguniform draw floats, which an integer field refuses.
+    low, high = (int(low), int(high)) if kind == "int" else (float(low), float(high))
     _check_value(name, low, f"{key}.low", source, fixed)
     _check_value(name, high, f"{key}.high", source, fixed)
-    return ParamSpec(name, kind, float(low) if kind != "int" else int(low), float(high) if kind != "int" else int(high))
+    return ParamSpec(name, kind, low, high)
 
 
 def parse_space(raw: Any, source: str) -> SearchSpace:
