@@ -151,8 +151,7 @@ def main() -> None:
                 tuned.append(("backbone (no fine-tune)", "", *val_scores(data, trainer.generator)))
                 for lr in args.fine_tune_lrs:
                     for name, split, extra in FINE_TUNES:
-                        ft = dataclasses.replace(config, lr=lr, epochs=FINE_TUNE_EPOCHS, epochs_decay=0,
-                                                 l1_warmup_epochs=0, **extra)
+                        ft = config.fine_tune(FINE_TUNE_EPOCHS, lr=lr, **extra)
                         tuned.append((name, f"{lr:g}", *fine_tune(data, trainer, ft, split)))
                         print(f"  {name} at lr {lr:g}: source-val {tuned[-1][2]:.2f} dB, "
                               f"target-val {tuned[-1][3]:.2f} dB", flush=True)

@@ -105,7 +105,7 @@ def main() -> None:
     rows, table = [], []
     for seed in range(args.seeds):
         backbone = train(dataclasses.replace(BACKBONE, seed=seed), train_set)
-        tune = dataclasses.replace(BACKBONE, seed=seed, epochs=FINETUNE_EPOCHS, epochs_decay=0, lr=BACKBONE.lr * 0.5)
+        tune = BACKBONE.fine_tune(FINETUNE_EPOCHS, seed=seed, lr=BACKBONE.lr * 0.5)
         start_state = backbone.state_dict()
         trained = {"no_adaptation": backbone,
                    "source_ft": train(tune, train_set, start_state),

@@ -443,6 +443,14 @@ class BackboneConfig:
     def total_epochs(self) -> int:
         return self.epochs + self.epochs_decay
 
+    def fine_tune(self, epochs: int, **changes: Any) -> BackboneConfig:
+        """This config as a fine-tune of an already trained backbone: ``epochs`` at constant lr, no L1 warm-up.
+
+        One rule for every fine-tune (candidates, controls, the supervised bound), so a warm-up or decay
+        meant for training from scratch never leaks into one.
+        """
+        return dataclasses.replace(self, epochs=epochs, epochs_decay=0, l1_warmup_epochs=0, **changes)
+
 
 @dataclasses.dataclass(frozen=True)
 class ScalingOptions:

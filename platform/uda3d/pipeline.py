@@ -280,8 +280,8 @@ def _train_stages(config: PipelineConfig, plan: RootPlan, ledger, tracking: Trac
     log.info("  backbone: supervised 3D pix2pix on domain1_train")
     models["backbone"] = backbone_stage("backbone", config.backbone, None)
     start = models["backbone"]["checkpoint"]
-    robust = dataclasses.replace(config.backbone, robust_augment=True, epochs=config.robust_epochs, epochs_decay=0,
-                                 l1_warmup_epochs=0, lr=config.backbone.lr * config.robust_lr_factor)
+    robust = config.backbone.fine_tune(config.robust_epochs, robust_augment=True,
+                                       lr=config.backbone.lr * config.robust_lr_factor)
     log.info(f"  robust fine-tune: {config.robust_epochs} epochs of random input-intensity augmentation on "
              "domain1_train")
     models["robust"] = backbone_stage("robust", robust, start, ("backbone",))
@@ -322,8 +322,7 @@ def _train_stages(config: PipelineConfig, plan: RootPlan, ledger, tracking: Trac
         log.info(f"  supervised upper bound: fine-tune on labelled domain2_train for {config.supervised_epochs} "
                  "epochs")
         models["supervised"] = backbone_stage(
-            "supervised", dataclasses.replace(config.backbone, epochs=config.supervised_epochs, epochs_decay=0,
-                                            l1_warmup_epochs=0),
+            "supervised", config.backbone.fine_tune(config.supervised_epochs),
             start, ("backbone",), domain="domain2")
     else:
         log.info(f"  supervised upper bound: skipped ({plan.skipped()['supervised']})")

@@ -111,6 +111,13 @@ def test_l1_warmup_must_fit_in_the_run(warmup):
         BackboneConfig(epochs=3, epochs_decay=1, l1_warmup_epochs=warmup)
 
 
+def test_a_fine_tune_of_a_warmed_up_backbone_has_no_warmup_and_no_decay():
+    scratch = BackboneConfig(ngf=8, lr=6e-3, epochs=120, epochs_decay=40, l1_warmup_epochs=120, seed=2)
+    tune = scratch.fine_tune(12, lr=5e-4, robust_augment=True)
+    assert (tune.epochs, tune.epochs_decay, tune.l1_warmup_epochs, tune.lr) == (12, 0, 0, 5e-4)
+    assert tune.robust_augment and (tune.ngf, tune.seed) == (8, 2)
+
+
 def test_from_state_loads_the_networks_and_grows_a_joint_head_from_a_plain_backbone():
     from uda3d.config import JOINT_AUX_WEIGHT
 

@@ -71,7 +71,7 @@ def fine_tune(data: Data, start: dict, config: BackboneConfig, split: str, epoch
     """
     from uda3d.training.pix2pix import fit_backbone
 
-    cfg = dataclasses.replace(config, epochs=epochs, epochs_decay=0, l1_warmup_epochs=0, lr=lr, **changes)
+    cfg = config.fine_tune(epochs, lr=lr, **changes)
     trainer = Pix2PixTrainer.from_state(cfg, start, device)
     fit_backbone(trainer, lambda e: data.batches(split, cfg.seed * 1000 + e), None, lambda m: None,
                  progress=progress)
