@@ -140,11 +140,15 @@ class Pix2PixTrainer:
             fake = self.generator(x)
         l1 = l1_loss(fake.float(), y)
         self.scaler.scale(self.config.lambda_l1 * l1 / accum).backward()
+        self._step_generator(boundary)
+        return {"loss_g": self.config.lambda_l1 * l1, "loss_l1": l1}
+
+    def _step_generator(self, boundary: bool) -> None:
+        """At an accumulation boundary: G's optimiser step, then the scaler's update (the step's last)."""
         if boundary:
             self.scaler.step(self.opt_g)
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler.update()
-        return {"loss_g": self.config.lambda_l1 * l1, "loss_l1": l1}
 
     def _gan_step(self, x: torch.Tensor, y: torch.Tensor, accum: int, boundary: bool) -> dict[str, torch.Tensor]:
         """The method's step: D on (real, fake.detach()) pairs, then G on GAN + L1 + feature matching."""
@@ -180,10 +184,7 @@ class Pix2PixTrainer:
                                self.config.lambda_l1, self.config.lambda_fm)
         self.scaler.scale(g.total / accum).backward()
         set_requires_grad(d_module, True)
-        if boundary:
-            self.scaler.step(self.opt_g)
-            self.opt_g.zero_grad(set_to_none=True)
-            self.scaler.update()
+        self._step_generator(boundary)
         return {"loss_d": loss_d, "loss_g": g.total, "loss_g_gan": g.gan, "loss_l1": g.l1,
                 "loss_fm": g.feature_matching}
 
