@@ -102,7 +102,7 @@ def _adapt_flags(p: argparse.ArgumentParser) -> None:
 
 def _stage_flags(g: argparse._ArgumentGroup) -> None:
     """The backbone, VAE and adaptation flags ``pipeline`` and ``compare-methods`` share."""
-    add_fields(g, BackboneConfig, fields=("ngf", "lr", "epochs", "epochs_decay", "l1_warmup_epochs"),
+    add_fields(g, BackboneConfig, fields=("ngf", "lr", "epochs", "epochs_decay", "l1_warmup_epochs", "val_every"),
                prefix="backbone-", flags={"ngf": "--ngf"}, types_=_BACKBONE_EPOCH_TYPES)
     add_fields(g, VAEConfig, fields=("latent_channels", "lr", "epochs"), prefix="vae-",
                flags={"latent_channels": "--latent-channels"})

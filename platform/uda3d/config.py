@@ -376,6 +376,10 @@ class BackboneConfig:
             pretrains its generator before the adversarial phase. 0 in the method. A warm-up step costs
             about 0.4 of a full one and, from scratch, learns more per step
             (``benchmarks/results/backbone_convergence.md``).
+        val_every: score the source-val split every this many epochs and after the last (1 in the
+            method: every epoch). Validation does not change training; on 2 CPU cores it costs about a
+            quarter of a small epoch's time (``benchmarks/results/demo_time.md``), which the demo
+            spends on more epochs.
         grad_accum: optimiser step every this many volumes (batch size is 1 volume).
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a scaler); ignored on CPU.
         augment: the method's rot90/flip of input and target plus brightness/contrast jitter of inputs.
@@ -407,6 +411,7 @@ class BackboneConfig:
     epochs: int = 50
     epochs_decay: int = 70
     l1_warmup_epochs: int = 0
+    val_every: int = 1
     grad_accum: int = 1
     amp: bool = False
     augment: bool = True
@@ -422,7 +427,7 @@ class BackboneConfig:
         check_fields(self)
         if self.generator not in GENERATORS:
             raise ConfigError("generator", f"expected one of {list(GENERATORS)}, got {self.generator!r}")
-        require_positive(self, "ngf", "ndf", "n_layers_d", "grad_accum")
+        require_positive(self, "ngf", "ndf", "n_layers_d", "val_every", "grad_accum")
         require_learning_rate(self, "lr")
         if not 0 <= self.beta1 < 1:
             raise ConfigError("beta1", f"expected 0 <= beta1 < 1, got {self.beta1}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -103,6 +104,29 @@ def test_l1_warmup_trains_the_generator_alone_then_hands_over_to_the_gan(loaders
     # The second epoch is the method's: D learns, and G's loss has the GAN and feature-matching terms.
     assert not all(torch.equal(v, trainer.discriminator.state_dict()[k]) for k, v in d_before.items())
     assert {"loss_d", "loss_g_gan", "loss_fm"} <= set(history[1])
+
+
+def test_validating_every_k_epochs_scores_those_and_the_last_and_trains_the_same(loaders):
+    train, val = loaders
+    config = BackboneConfig(ngf=4, ndf=4, lr=2e-3, epochs=5, epochs_decay=2, seed=6)
+    every: list[dict] = []
+    sparse: list[dict] = []
+    a = Pix2PixTrainer(config, CPU)
+    fit_backbone(a, train, val, every.append)
+    b = Pix2PixTrainer(dataclasses.replace(config, val_every=3), CPU)
+    fit_backbone(b, train, val, sparse.append)
+    assert [h["epoch"] for h in sparse if "val_psnr" in h] == [3, 6, 7]
+    assert all("val_psnr" in h for h in every)
+    # Scoring is read-only: the same weights and losses, and the same scores where both scored.
+    assert all(torch.equal(p, q) for p, q in zip(a.generator.state_dict().values(), b.generator.state_dict().values()))
+    assert [h["loss_l1"] for h in sparse] == [h["loss_l1"] for h in every]
+    assert [sparse[i]["val_psnr"] for i in (2, 5, 6)] == [every[i]["val_psnr"] for i in (2, 5, 6)]
+
+
+@pytest.mark.parametrize("val_every", [0, -2])
+def test_val_every_must_be_positive(val_every):
+    with pytest.raises(ConfigError, match="val_every"):
+        BackboneConfig(val_every=val_every)
 
 
 @pytest.mark.parametrize("warmup", [-1, 5])

@@ -249,6 +249,11 @@ def augmentation_rng(seed: int, rank: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + rank * 10_007 + epoch)
 
 
+def validates(config: BackboneConfig, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (from 1) scores source val: every ``val_every``-th and always the last."""
+    return epoch % config.val_every == 0 or epoch == config.total_epochs
+
+
 def fit_backbone(trainer: Pix2PixTrainer, train_batches: Callable[[int], Iterable[dict[str, Any]]],
                  val_batches: Callable[[], Iterable[dict[str, Any]]] | None, report: Report,
                  on_epoch_end: Callable[[Pix2PixTrainer, dict[str, float]], None] | None = None,
@@ -258,7 +263,8 @@ def fit_backbone(trainer: Pix2PixTrainer, train_batches: Callable[[int], Iterabl
     Args:
         trainer: holds the networks and the epoch to resume after.
         train_batches: epoch -> an iterable of training batches (lets a distributed sampler reshuffle).
-        val_batches: an iterable of source-validation batches, or None.
+        val_batches: an iterable of source-validation batches, or None; scored after the epochs
+            ``validates`` names (every ``val_every``-th and the last), whose metrics get ``val_*`` keys.
         report: receives each epoch's metrics (epoch numbers start at 1).
         on_epoch_end: called after ``report`` with the trainer and the metrics (checkpointing).
         progress: report progress per epoch (a bar on a terminal, one line per epoch in a log).
@@ -291,7 +297,7 @@ def fit_backbone(trainer: Pix2PixTrainer, train_batches: Callable[[int], Iterabl
             trainer.sched_d.step()
         trainer.epoch = epoch
         metrics.update({k: v / max(count, 1) for k, v in sums.items()})
-        if val_batches is not None:
+        if val_batches is not None and validates(cfg, epoch):
             metrics.update({f"val_{k}": v for k, v in trainer.evaluate(val_batches()).items()})
         metrics["fit_elapsed_s"] = time.perf_counter() - start
         report(metrics)
