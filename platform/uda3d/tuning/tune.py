@@ -222,6 +222,20 @@ def _trainable(spec: TuneSpec, parent_run_id: str | None):
                                {"CPU": spec.space.cpus_per_trial, "GPU": spec.space.gpus_per_trial})
 
 
+SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
+
+
+def quiet_snapshot_warning(environ: dict[str, str] = os.environ) -> None:  # type: ignore[assignment]
+    """Turn off Tune's warning about experiment-state snapshots taken less than 5 s apart, unless the user set it.
+
+    Each trial keeps one checkpoint (``num_to_keep=1``, so a study's disk use does not grow with its
+    epochs), and Tune then snapshots the experiment state after every trial checkpoint. Short trials
+    checkpoint every few seconds, so the demo's four trials printed that three-line warning four
+    times. Tune's slow-snapshot warning (a snapshot taking over 30 s) stays on.
+    """
+    environ.setdefault(SNAPSHOT_WARNING_ENV, "0")
+
+
 def build_tuner(spec: TuneSpec, parent_run_id: str | None, param_space: dict[str, Any] | None = None):
     """The ``Tuner`` for a fresh study, or the restored one (``spec.stage.resume``).
 
@@ -240,6 +254,7 @@ def build_tuner(spec: TuneSpec, parent_run_id: str | None, param_space: dict[str
     from uda3d.tuning.space import to_tune
 
     space = spec.space
+    quiet_snapshot_warning()
     trainable = _trainable(spec, parent_run_id)
     folder = os.path.join(spec.stage.storage_path, space.name)
     if spec.stage.resume:
