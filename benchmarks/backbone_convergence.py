@@ -21,7 +21,7 @@ backbone should use: 20 epochs of ``source_ft`` and ``robust`` (scored on source
 information, target val) and of the supervised bound on ``domain2_train`` (scored on target val:
 the bound is trained with target labels by definition, and this is the development cohort).
 
-Results go to ``benchmarks/results/backbone_convergence.md``.
+Each run's section goes first in ``benchmarks/results/backbone_convergence.md``, above the earlier runs'.
 """
 
 from __future__ import annotations
@@ -161,7 +161,10 @@ def main() -> None:
     if args.fine_tune_from is not None:
         flags += f" --fine-tune-from {args.fine_tune_from} --fine-tune-lrs " + " ".join(map("{:g}".format,
                                                                                           args.fine_tune_lrs))
-    lines = ["# Demo backbone: source-val PSNR after N epochs (development cohort)", "",
+    if args.every != 10:
+        flags += f" --every {args.every}"
+    lines = [f"## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {' and '.join(map(str, args.epochs))} "
+             "epochs", "",
              f"`python benchmarks/backbone_convergence.py --epochs {' '.join(map(str, args.epochs))}{flags}`: "
              f"the demo's backbone (ngf {base.ngf}, ndf {base.ndf}, "
              f"lr {base.lr:g}, 3/4 constant then 1/4 linear decay, the first {warmup:.0%} of the epochs L1 "
@@ -184,9 +187,23 @@ def main() -> None:
                   "backbone (source_ft and robust on domain1_train, the supervised bound on domain2_train):", "",
                   "| fine-tune | lr | source-val PSNR dB | target-val PSNR dB |", "|---|---|---|---|"]
         lines += [f"| {name} | {lr} | {d1:.2f} | {d2:.2f} |" for name, lr, d1, d2 in tuned]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    prepend_section(RESULTS, TITLE, lines)
     print("\n".join(lines[6:6 + len(finals)]))
+
+
+TITLE = "# Demo backbone: source-val PSNR after N epochs (development cohort)"
+
+
+def prepend_section(path: Path, title: str, section: list[str]) -> None:
+    """Put this run's section first under ``title``, keeping every earlier run's below it (written atomically)."""
+    earlier = path.read_text() if path.exists() else ""
+    if earlier.startswith(title):
+        earlier = earlier[len(title):]
+    text = "\n".join([title, "", *section]).rstrip("\n") + "\n\n" + earlier.lstrip("\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text.rstrip("\n") + "\n")
+    staging.replace(path)
 
 
 if __name__ == "__main__":
