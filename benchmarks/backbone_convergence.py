@@ -199,11 +199,12 @@ def prepend_section(path: Path, title: str, section: list[str]) -> None:
     earlier = path.read_text() if path.exists() else ""
     if earlier.startswith(title):
         earlier = earlier[len(title):]
+    from uda3d.io.atomic import atomic_file
+
     text = "\n".join([title, "", *section]).rstrip("\n") + "\n\n" + earlier.lstrip("\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(text.rstrip("\n") + "\n")
-    staging.replace(path)
+    with atomic_file(path) as staging:
+        staging.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":
