@@ -65,8 +65,23 @@ def quiet_worker_logs(verbose: bool) -> None:
     ``LoggingConfig`` does not reach, so the worker's root and ``ray.data`` loggers are raised too.
     """
     if not verbose:
-        for name in ("", "ray.data", "ray.train"):
+        for name in ("", "ray.train"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_ray_data_logs(verbose)
+
+
+RAY_DATA_PROGRESS_LOGGER = "ray.data._internal.progress"  # the logger of Ray Data's "Progress bars disabled" warning
+
+
+def quiet_ray_data_logs(verbose: bool) -> None:
+    """Unless ``verbose``: hide Ray Data's per-dataset INFO lines and its warning that progress bars are off.
+
+    The stages turn Ray Data's bars off on purpose (they pile up in a log file), and Ray Data then
+    says so once per process, at WARNING, on the driver and in every worker.
+    """
+    if not verbose:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger(RAY_DATA_PROGRESS_LOGGER).setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)

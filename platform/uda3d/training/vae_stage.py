@@ -92,7 +92,7 @@ def run_vae(spec: VAESpec) -> TrainResult:
     from ray.train import DataConfig
 
     from uda3d.training.ray_cluster import ensure_ray
-    from uda3d.training.ray_runtime import launch, run_folder
+    from uda3d.training.ray_runtime import launch, quiet_ray_data_logs, run_folder
     from uda3d.training.vae import mean_slice_baseline
 
     run = spec.stage
@@ -112,6 +112,7 @@ def run_vae(spec: VAESpec) -> TrainResult:
     ensure_ray(run.scaling.address, run.scaling.num_workers * run.scaling.cpus_per_worker)
     data_context = ray.data.DataContext.get_current()
     data_context.enable_progress_bars = run.verbose and is_terminal(sys.stderr)  # bars pile up in a log file
+    quiet_ray_data_logs(run.verbose)
     data_context.execution_options.preserve_order = True  # rows stay volume by volume, slice by slice
     store_bytes = sum(Path(p).stat().st_size for p in store.shard_paths)
     datasets = {}
