@@ -117,13 +117,11 @@ def _compare_config(args: argparse.Namespace):
 def _demo_config(args: argparse.Namespace):
     import dataclasses
 
-    from uda3d.demo import DemoConfig
+    from uda3d.demo import DemoConfig, demo_backbone
 
     defaults = DemoConfig()
     return config_from(args, DemoConfig, vae=dataclasses.replace(defaults.vae, epochs=args.vae_epochs),
-                       backbone=dataclasses.replace(defaults.backbone, epochs=args.backbone_epochs,
-                                                    epochs_decay=args.backbone_epochs // 3,
-                                                    l1_warmup_epochs=args.backbone_epochs))
+                       backbone=demo_backbone(args.backbone_epochs))
 
 
 # --- handlers: call the library, print what it returns ----------------------------------------------
