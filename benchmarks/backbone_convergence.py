@@ -205,11 +205,11 @@ TITLE = "# Demo backbone: source-val PSNR after N epochs"
 
 def prepend_section(path: Path, title: str, section: list[str]) -> None:
     """Put this run's section first under ``title``, keeping every earlier run's below it (written atomically)."""
+    from uda3d.io.atomic import atomic_file
+
     earlier = path.read_text() if path.exists() else ""
     if earlier.startswith(title):
         earlier = earlier[len(title):]
-    from uda3d.io.atomic import atomic_file
-
     text = "\n".join([title, "", *section]).rstrip("\n") + "\n\n" + earlier.lstrip("\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as staging:

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import MutableMapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,7 +226,7 @@ def _trainable(spec: TuneSpec, parent_run_id: str | None):
 SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 
 
-def quiet_snapshot_warning(environ: dict[str, str] = os.environ) -> None:  # type: ignore[assignment]
+def quiet_snapshot_warning(environ: MutableMapping[str, str] = os.environ) -> None:
     """Turn off Tune's warning about experiment-state snapshots taken less than 5 s apart, unless the user set it.
 
     Each trial keeps one checkpoint (``num_to_keep=1``, so a study's disk use does not grow with its
