@@ -182,8 +182,10 @@ def main() -> None:
     if args.seeds:
         flags += " --seeds " + " ".join(map(str, args.seeds))
     cohort = "the development cohort" if args.cohort == "dev" else "the demo's cohort"
+    recipe = ", L1 alone" if warmup == 1 else ""
+    recipe += f", {len(seeds)} training seeds" if len(seeds) > 1 else ""
     lines = [f"## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {' and '.join(map(str, args.epochs))} "
-             f"epochs, {cohort}", "",
+             f"epochs{recipe}, {cohort}", "",
              f"`python benchmarks/backbone_convergence.py --epochs {' '.join(map(str, args.epochs))}{flags}`: "
              f"the demo's backbone (ngf {base.ngf}, ndf {base.ndf}, "
              f"lr {base.lr:g}, 3/4 constant then 1/4 linear decay, the first {warmup:.0%} of the epochs L1 "
