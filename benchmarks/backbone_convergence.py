@@ -45,15 +45,16 @@ RESULTS = Path(__file__).parent / "results" / "backbone_convergence.md"
 DEV_SEED, DEV_SITES = 11, ("site-c", "site-b")
 
 
-def train(data, config, every: int):
-    """The trained trainer, and (epoch, source-val PSNR, seconds so far) every ``every`` epochs and at the end."""
-    from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone
+def train(data, config):
+    """The trained trainer, and (epoch, source-val PSNR, seconds so far) after the epochs the trainer would
+    validate (every ``config.val_every``-th and the last)."""
+    from uda3d.training.pix2pix import Pix2PixTrainer, fit_backbone, validates
 
     trainer = Pix2PixTrainer.from_state(config)
     curve, started = [], time.perf_counter()
 
     def on_epoch_end(t, metrics) -> None:
-        if t.epoch % every == 0 or t.epoch == config.total_epochs:
+        if validates(config, t.epoch):
             psnr = val_scores(data, t.generator, ("domain1_val",))[0]  # the curve needs source val only
             curve.append((t.epoch, psnr, time.perf_counter() - started))
             print(f"  {config.total_epochs}-epoch run, epoch {t.epoch}: source-val PSNR {psnr:.2f} dB", flush=True)
@@ -158,8 +159,9 @@ def main() -> None:
         for total in args.epochs:
             for run_seed in seeds:
                 config = dataclasses.replace(base, epochs=total - total // 4, epochs_decay=total // 4,
-                                             l1_warmup_epochs=round(warmup * total), seed=run_seed)
-                trainer, curves[total, run_seed] = train(data, config, args.every)
+                                             l1_warmup_epochs=round(warmup * total), seed=run_seed,
+                                             val_every=args.every)
+                trainer, curves[total, run_seed] = train(data, config)
                 finals.setdefault(total, {})[run_seed] = curves[total, run_seed][-1]
                 if total == args.fine_tune_from and run_seed == seeds[0]:
                     tuned.append(("backbone (no fine-tune)", "", *val_scores(data, trainer.generator)))
@@ -193,7 +195,8 @@ def main() -> None:
              f"(seed {seed}, {sites[0]} source, {demo.subjects_per_site} subjects per site at "
              f"{demo.shape}), one run per N and training seed ({', '.join(map(str, seeds))}), in-process on "
              f"{os.cpu_count()} cores (load average {os.getloadavg()[0]:.2f} at the end).", ""]
-    lines += doubling_table(finals, seeds)
+    table = doubling_table(finals, seeds)
+    lines += table
     lines += ["", f"Yardstick: a per-voxel MLP (FLAIR and T2 of one voxel -> its T1) fitted to the same "
               f"training volumes scores **{reference:.2f} dB** on source val.", ""]
     lines += ["Every run's curve (epoch: dB), the decay included:", ""]
@@ -205,7 +208,7 @@ def main() -> None:
                   "| fine-tune | lr | source-val PSNR dB | target-val PSNR dB |", "|---|---|---|---|"]
         lines += [f"| {name} | {lr} | {d1:.2f} | {d2:.2f} |" for name, lr, d1, d2 in tuned]
     prepend_section(RESULTS, TITLE, lines)
-    print("\n".join(doubling_table(finals, seeds)))
+    print("\n".join(table))
 
 
 def doubling_table(finals: dict[int, dict[int, tuple]], seeds: list[int]) -> list[str]:
@@ -227,8 +230,7 @@ def doubling_table(finals: dict[int, dict[int, tuple]], seeds: list[int]) -> lis
             mean_gain = f"{statistics.fmean(gains):+.2f}"
             per_seed = ", ".join(f"{s}: {g:+.2f}" for s, g in zip(seeds, gains))
         minutes = statistics.fmean(by_seed[s][2] for s in seeds) / 60
-        lines_spread = max(scores) - min(scores)
-        rows.append(f"| {total} | {statistics.fmean(scores):.2f} | {lines_spread:.2f} | {minutes:.1f} "
+        rows.append(f"| {total} | {statistics.fmean(scores):.2f} | {max(scores) - min(scores):.2f} | {minutes:.1f} "
                     f"| {mean_gain} | {per_seed} |")
     return rows
 
