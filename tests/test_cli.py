@@ -195,6 +195,16 @@ def test_the_demo_flags_default_to_the_demo_config():
     assert DEMO_BACKBONE.epochs_decay == DEMO_BACKBONE.epochs // 3
 
 
+def test_the_demo_backbone_uses_the_gan_losses_only_in_its_last_decaying_epochs():
+    """L1 alone until the last DEMO_GAN_EPOCHS (16) decaying epochs, never more GAN epochs than decaying ones."""
+    from uda3d.demo import DEMO_BACKBONE, DEMO_GAN_EPOCHS, demo_backbone
+
+    assert DEMO_BACKBONE.total_epochs - DEMO_BACKBONE.l1_warmup_epochs == DEMO_GAN_EPOCHS == 16
+    short = demo_backbone(3)  # 3 constant + 1 decaying: the one decaying epoch is the GAN's
+    assert (short.epochs_decay, short.l1_warmup_epochs) == (1, 3)
+    assert demo_backbone(2).l1_warmup_epochs == demo_backbone(2).total_epochs == 2  # no decay: L1 throughout
+
+
 def test_demo_refuses_a_workdir_it_did_not_create(tmp_path, capsys):
     work = tmp_path / "runs"
     (work / "ray_results" / "backbone").mkdir(parents=True)  # somebody's training runs

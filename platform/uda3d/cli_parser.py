@@ -310,8 +310,8 @@ def _demo_flags(p: argparse.ArgumentParser) -> None:
     defaults = DemoConfig()
     add_fields(p, DemoConfig, exclude=("sites", "backbone", "vae", "adapt"), metavars={"shape": ("X", "Y", "Z")})
     p.add_argument("--backbone-epochs", type=positive_int, default=defaults.backbone.epochs,
-                   help="constant-lr backbone epochs, trained on L1 alone (a third as many decaying epochs of the "
-                        "method's GAN losses follow; default: %(default)s)")
+                   help="constant-lr backbone epochs (a third as many decaying ones follow; L1 alone but for the "
+                        "last 16 decaying ones, which use the method's GAN losses; default: %(default)s)")
     p.add_argument("--vae-epochs", type=positive_int, default=defaults.vae.epochs,
                    help="VAE epochs (default: %(default)s)")
 
