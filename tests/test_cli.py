@@ -128,8 +128,12 @@ def test_demo_refuses_a_fine_tune_lr_outside_0_1_naming_the_flag(tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_demo_runs_every_stage(local_ray, tmp_path, capsys):
-    code = main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects-per-site", "3",
+def test_demo_runs_every_stage(local_ray, tmp_path, monkeypatch, capsys):
+    """In its default workdir, relative to the current folder, as the README's command runs it (a relative
+    path once reached Ray as its storage and failed there)."""
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "uda3d-demo"
+    code = main(["demo", "--subjects-per-site", "3",
                  "--shape", "24", "24", "24", "--backbone-epochs", "3", "--vae-epochs", "2",
                  "--supervised-epochs", "1", "--robust-epochs", "2", "--slice-size", "32", "--tune-trials", "2",
                  "--quiet"])
@@ -142,7 +146,7 @@ def test_demo_runs_every_stage(local_ray, tmp_path, capsys):
         assert re.search(rf"  {method} +\d+\.\d+ +[-\d.]+ +\d\.\d+", out), method
     assert "uda (label-free choice): " in out and "method_kl guard: " in out
     assert "Spearman(KL objective, target PSNR)" in out
-    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    report = json.loads((work / "report.json").read_text())
     assert report["split"] == "domain2_test"
     for method in ("no_adaptation", "source_ft", "uda", "method_kl", "supervised"):
         assert {"psnr", "ssim", "mae"} <= set(report[method])
@@ -157,17 +161,17 @@ def test_demo_runs_every_stage(local_ray, tmp_path, capsys):
     assert set(report["wilcoxon"]) == {"source_ft_vs_no_adaptation", "uda_vs_no_adaptation",
                                        "method_kl_vs_no_adaptation", "supervised_vs_no_adaptation",
                                        "uda_vs_source_ft", "method_kl_vs_source_ft", "supervised_vs_source_ft"}
-    assert (tmp_path / "demo" / "per_subject.csv").is_file() and (tmp_path / "demo" / "comparison.png").is_file()
-    assert (tmp_path / "demo" / "mlflow.db").is_file()
+    assert (work / "per_subject.csv").is_file() and (work / "comparison.png").is_file()
+    assert (work / "mlflow.db").is_file()
     assert "uda registered as models:/uda3d/1" in out
     # labelled target: nothing skipped, and each quality estimate is set against the true PSNR
     assert report["skipped"] == {}
     assert report["quality_vs_psnr"]["subjects"] == 3 and "ensemble_spread" in report["quality_vs_psnr"]
-    assert len(list((tmp_path / "demo" / "synth" / "domain2_test").glob("*_t1_synth.nii.gz"))) == 1
+    assert len(list((work / "synth" / "domain2_test").glob("*_t1_synth.nii.gz"))) == 1
     # the closing tuning run: 2 trials, nested under one study run, and where to look
-    tune = json.loads((tmp_path / "demo" / "tune" / "demo" / "summary.json").read_text())
+    tune = json.loads((work / "tune" / "demo" / "summary.json").read_text())
     assert tune["trials"] == tune["planned"] == 2
-    assert f"mlflow ui --backend-store-uri sqlite:///{(tmp_path / 'demo').resolve() / 'mlflow.db'}" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{work.resolve() / 'mlflow.db'}" in out
 
 
 def _readme_commands() -> list[str]:

@@ -52,7 +52,8 @@ class SliceStore:
 
     @property
     def shard_paths(self) -> list[str]:
-        return [str(self.path / s["file"]) for s in self.manifest["shards"]]
+        """Absolute: Ray Data reads them in other processes, whose working folder may differ from ours."""
+        return [str((self.path / s["file"]).resolve()) for s in self.manifest["shards"]]
 
 
 def _schema(size: int):

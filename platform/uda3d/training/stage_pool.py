@@ -205,7 +205,8 @@ class StagePool:
 
     def __init__(self, scaling: ScalingOptions, storage_path: str | Path, verbose: bool = False) -> None:
         self.scaling = scaling
-        self.storage_path = Path(storage_path)
+        # absolute: Ray reads a relative storage path as a URI with no scheme and fails (`uda3d demo`'s default)
+        self.storage_path = Path(storage_path).resolve()
         self.verbose = verbose
         self.run_name = f"{POOL_RUN_PREFIX}{uuid.uuid4().hex[:8]}"
         self._board = None
