@@ -305,13 +305,14 @@ def _synthesize_flags(p: argparse.ArgumentParser) -> None:
 
 def _demo_flags(p: argparse.ArgumentParser) -> None:
     """synthetic cohort + every stage built so far, on CPU, no download"""
-    from uda3d.demo import DemoConfig
+    from uda3d.demo import DEMO_GAN_EPOCHS, DemoConfig
 
     defaults = DemoConfig()
     add_fields(p, DemoConfig, exclude=("sites", "backbone", "vae", "adapt"), metavars={"shape": ("X", "Y", "Z")})
     p.add_argument("--backbone-epochs", type=positive_int, default=defaults.backbone.epochs,
                    help="constant-lr backbone epochs (a third as many decaying ones follow; L1 alone but for the "
-                        "last 16 decaying ones, which use the method's GAN losses; default: %(default)s)")
+                        f"last {DEMO_GAN_EPOCHS} decaying ones, which use the method's GAN losses; "
+                        "default: %(default)s)")
     p.add_argument("--vae-epochs", type=positive_int, default=defaults.vae.epochs,
                    help="VAE epochs (default: %(default)s)")
 
